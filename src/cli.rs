@@ -1,0 +1,199 @@
+//! Command-line interface: argument types and what each subcommand does with them.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::{self, Autodiff, BackendChoice};
+use crate::config::TrainingConfig;
+use crate::data;
+use crate::plot;
+use crate::sample::{self, SampleArgs};
+use crate::train::{self, RunDir};
+use crate::with_backend;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dcgan",
+    version,
+    about = "Train a DCGAN on CelebA faces, then sample and chart it",
+    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan sample --ckpt run/g.mpk --n 100\n  dcgan plot"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Train(TrainArgs),
+    Sample(SampleCli),
+    Plot(PlotArgs),
+}
+
+/// Train G and D on a folder of face photos; checkpoints, losses and previews go to --out.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4")]
+pub struct TrainArgs {
+    /// Folder of JPEG/PNG faces, searched recursively (e.g. img_align_celeba).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Start from a JSON config file instead of a preset.
+    #[arg(long, value_name = "FILE", conflicts_with = "preset")]
+    pub config: Option<PathBuf>,
+    /// Built-in preset: `dcgan` (the paper's recipe) or `notebook` (the reference as it ran).
+    #[arg(long, default_value = "dcgan", value_name = "NAME")]
+    pub preset: String,
+    /// Number of passes over the data.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per batch; the last partial batch of each epoch is dropped.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Use only the first N images of the sorted listing.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Learning rate for both G and D.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed for initialisation, shuffling, noise and dropout.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run folder for checkpoints, losses.jsonl and samples/.
+    #[arg(long, default_value = "run", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Overwrite a run folder that already holds a run.
+    #[arg(long)]
+    pub force: bool,
+    /// Where to compute: a GPU if present (auto), WGPU, or the CPU.
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: BackendChoice,
+}
+
+/// Generate faces from a trained generator.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  dcgan sample --ckpt run/g.mpk --n 100\n  dcgan sample --ckpt run/g.mpk --n 16 --seed 7 --out faces.png\n  dcgan sample --ckpt run/g.mpk --n 500 --each faces/")]
+pub struct SampleCli {
+    /// Generator checkpoint written by `dcgan train`.
+    #[arg(long, default_value = "run/g.mpk", value_name = "FILE")]
+    pub ckpt: PathBuf,
+    /// Config describing the network (default: config.json beside the checkpoint).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Number of faces.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub n: u64,
+    /// Noise seed: the same seed gives the same faces.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Columns of the grid (default: ceil(sqrt(n))).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cols: Option<u64>,
+    /// Output PNG for the grid.
+    #[arg(long, default_value = "samples.png", value_name = "FILE")]
+    pub out: PathBuf,
+    /// Write one PNG per face into this folder instead of a grid.
+    #[arg(long, value_name = "DIR")]
+    pub each: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: BackendChoice,
+}
+
+/// Chart the D and G losses of a run.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  dcgan plot\n  dcgan plot --run run-notebook --out notebook-losses.png")]
+pub struct PlotArgs {
+    /// Run folder whose losses.jsonl to chart.
+    #[arg(long, default_value = "run", value_name = "DIR", conflicts_with = "log")]
+    pub run: PathBuf,
+    /// A losses.jsonl file to chart instead.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Output PNG (default: losses.png in the run folder).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// The preset or file, with flags applied on top, validated.
+    pub fn resolve_config(&self) -> Result<TrainingConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => TrainingConfig::load(path)?,
+            None => TrainingConfig::preset(&self.preset)?,
+        };
+        if let Some(v) = self.epochs {
+            cfg.epochs = v;
+        }
+        if let Some(v) = self.batch_size {
+            cfg.batch_size = v;
+        }
+        if let Some(v) = self.limit {
+            cfg.data.limit = Some(v);
+        }
+        if let Some(v) = self.lr {
+            cfg.optimizer_g.lr = v;
+            cfg.optimizer_d.lr = v;
+        }
+        if let Some(v) = self.seed {
+            cfg.seed = v;
+        }
+        cfg.validate().context("invalid training settings")?;
+        Ok(cfg)
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => train_command(args),
+        Command::Sample(args) => sample_command(args),
+        Command::Plot(args) => plot_command(args),
+    }
+}
+
+fn train_command(args: TrainArgs) -> Result<()> {
+    let cfg = args.resolve_config()?;
+    let run = RunDir(args.out.clone());
+    let resolved = backend::resolve(args.backend)?;
+    let mut files = data::find_images(&args.data)?;
+    if let Some(limit) = cfg.data.limit {
+        files.truncate(limit);
+    }
+    run.prepare(args.force)?;
+    let t = std::time::Instant::now();
+    let faces = data::load_faces(&files, cfg.data.crop, cfg.data.filter)?;
+    eprintln!(
+        "loaded {} faces from {} files in {:.1}s ({} skipped); training on {}",
+        faces.len(),
+        files.len(),
+        t.elapsed().as_secs_f64(),
+        faces.skipped.len(),
+        resolved.name()
+    );
+    with_backend!(resolved, |B, device| train::train::<Autodiff<B>>(&cfg, &faces, &run, &device))
+}
+
+fn sample_command(args: SampleCli) -> Result<()> {
+    let resolved = backend::resolve(args.backend)?;
+    let args = SampleArgs {
+        ckpt: args.ckpt,
+        config: args.config,
+        n: args.n as usize,
+        seed: args.seed,
+        cols: args.cols.map(|c| c as usize),
+        out: args.out,
+        each: args.each,
+    };
+    with_backend!(resolved, |B, device| sample::run::<B>(&args, &device))
+}
+
+fn plot_command(args: PlotArgs) -> Result<()> {
+    let log = args.log.clone().unwrap_or_else(|| RunDir(args.run.clone()).losses());
+    let out = args
+        .out
+        .unwrap_or_else(|| log.with_file_name("losses.png"));
+    let rows = train::read_losses(&log)?;
+    plot::plot(&rows, &out)?;
+    eprintln!("wrote {} ({} batches)", out.display(), rows.len());
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! The training configuration: one serde struct, read from the JSON presets in `configs/`,
+//! overridden by command-line flags, and written back beside every run as `config.json` so
+//! `sample` and `resume` rebuild exactly the networks that were trained.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DiscriminatorConfig, GeneratorConfig};
+
+/// The two presets ship inside the binary so `dcgan train` works from any directory.
+pub const PRESETS: [(&str, &str); 2] = [
+    ("dcgan", include_str!("../configs/dcgan.json")),
+    ("notebook", include_str!("../configs/notebook.json")),
+];
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// Free text shown in `config.json`, e.g. where the preset came from.
+    #[serde(default)]
+    pub description: String,
+    pub data: DataConfig,
+    pub generator: GeneratorConfig,
+    pub discriminator: DiscriminatorConfig,
+    pub optimizer_g: AdamSettings,
+    pub optimizer_d: AdamSettings,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub seed: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Keep only the first N files of the sorted listing (the notebook used 50,000).
+    pub limit: Option<usize>,
+    pub crop: CropBox,
+    pub filter: ResizeFilter,
+    pub normalization: Normalization,
+    /// Reshuffle the image order every epoch from the run's seed.
+    pub shuffle: bool,
+}
+
+/// Pillow's `(left, top, right, bottom)` box: right and bottom are exclusive.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CropBox {
+    pub left: u32,
+    pub top: u32,
+    pub right: u32,
+    pub bottom: u32,
+}
+
+impl CropBox {
+    pub fn width(&self) -> u32 {
+        self.right - self.left
+    }
+    pub fn height(&self) -> u32 {
+        self.bottom - self.top
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeFilter {
+    Nearest,
+    Bilinear,
+    /// Pillow's default for `resize`: Catmull-Rom, widened when shrinking (antialiased).
+    Bicubic,
+    Lanczos3,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    /// x / 255, in [0, 1]: pairs with a sigmoid output.
+    Unit,
+    /// The notebook's per-image (x - min) / (255 - min), in [0, 1].
+    Notebook,
+    /// x / 127.5 - 1, in [-1, 1]: pairs with a tanh output.
+    Symmetric,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdamSettings {
+    pub lr: f64,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub epsilon: f32,
+}
+
+impl TrainingConfig {
+    pub fn preset(name: &str) -> Result<Self> {
+        let (_, text) = PRESETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .with_context(|| {
+                format!("unknown preset `{name}`; the presets are `dcgan` and `notebook`")
+            })?;
+        Self::parse(text, &format!("built-in preset `{name}`"))
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// serde_json's message already carries "at line L column C"; we add the file name and
+    /// the fix, and validate, so a bad file never starts a run.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let cfg: Self = serde_json::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "{origin} is not a valid dcgan config: {e}\n  fix the file, or start from one in configs/ (dcgan.json, notebook.json)"
+            )
+        })?;
+        cfg.validate().with_context(|| format!("in {origin}"))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            bail!("batch size must be at least 1");
+        }
+        if self.epochs == 0 {
+            bail!("epochs must be at least 1");
+        }
+        if self.data.limit == Some(0) {
+            bail!("limit must be at least 1 (leave it out to use every image)");
+        }
+        let c = self.data.crop;
+        if c.right <= c.left || c.bottom <= c.top {
+            bail!(
+                "crop box (left {}, top {}, right {}, bottom {}) is empty: right must exceed left and bottom must exceed top",
+                c.left, c.top, c.right, c.bottom
+            );
+        }
+        for (name, o) in [("optimizer_g", &self.optimizer_g), ("optimizer_d", &self.optimizer_d)] {
+            if !(o.lr > 0.0 && o.lr.is_finite()) {
+                bail!("{name}.lr must be a positive number, got {}", o.lr);
+            }
+            if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
+                bail!("{name}: beta1 and beta2 must be in [0, 1)");
+            }
+            if !(o.epsilon > 0.0) {
+                bail!("{name}.epsilon must be positive");
+            }
+        }
+        if self.generator.noise_dim == 0 {
+            bail!("generator.noise_dim must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.discriminator.dropout) {
+            bail!("discriminator.dropout must be in [0, 1)");
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config serialises") + "\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_validate() {
+        let nb = TrainingConfig::preset("notebook").unwrap();
+        assert_eq!(nb.batch_size, 128);
+        assert_eq!(nb.epochs, 300);
+        assert_eq!(nb.data.limit, Some(50_000));
+        assert!(!nb.data.shuffle);
+        assert_eq!(nb.optimizer_d.lr, 1e-3);
+        assert_eq!(nb.optimizer_d.epsilon, 1e-7);
+        let dc = TrainingConfig::preset("dcgan").unwrap();
+        assert_eq!(dc.optimizer_g.lr, 2e-4);
+        assert_eq!(dc.optimizer_g.beta1, 0.5);
+        // A round trip through JSON is lossless: config.json rebuilds the same run.
+        assert_eq!(TrainingConfig::parse(&dc.to_json(), "x").unwrap(), dc);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_json_are_refused_with_position() {
+        let err = TrainingConfig::parse("{\n  \"batch_size\": 1,,\n}", "bad.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.json") && err.contains("line 2"), "{err}");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&TrainingConfig::preset("dcgan").unwrap().to_json()).unwrap();
+        v["batch_sise"] = 3.into();
+        let err = format!(
+            "{:#}",
+            TrainingConfig::parse(&v.to_string(), "typo.json").unwrap_err()
+        );
+        assert!(err.contains("unknown field `batch_sise`"), "{err}");
+    }
+
+    #[test]
+    fn zero_batch_and_empty_crop_are_refused() {
+        let mut c = TrainingConfig::preset("dcgan").unwrap();
+        c.batch_size = 0;
+        assert!(c.validate().is_err());
+        let mut c = TrainingConfig::preset("dcgan").unwrap();
+        c.data.crop.right = c.data.crop.left;
+        assert!(c.validate().unwrap_err().to_string().contains("empty"));
+    }
+}

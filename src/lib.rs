@@ -1,0 +1,12 @@
+//! dcgan: train a DCGAN on CelebA faces with burn, then sample and chart it.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod model;
+pub mod plot;
+pub mod progress;
+pub mod sample;
+pub mod train;

@@ -1,0 +1,352 @@
+//! The notebook's Generator and Discriminator, layer for layer.
+//!
+//! BatchNorm and Dropout take an explicit [`Mode`] instead of burn's "train when on an
+//! autodiff backend" rule, because the notebook's G step runs D *frozen*: Keras sets
+//! `trainable = False`, which puts BatchNorm in inference mode while Dropout stays active.
+
+use burn::module::{Module, Param, RunningState};
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::{leaky_relu, sigmoid};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+const LEAKY_SLOPE: f64 = 0.2;
+
+/// How BatchNorm and Dropout behave in one forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch statistics (and running averages updated), dropout on.
+    Train,
+    /// Running statistics, dropout off: Keras `predict_on_batch`, sampling.
+    Eval,
+    /// Running statistics, dropout on: a Keras model with `trainable = False` inside `fit`.
+    Frozen,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    Sigmoid,
+    Tanh,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// Keras defaults: Glorot-uniform kernels, zero biases, BatchNorm gamma 1.
+    Keras,
+    /// The DCGAN paper: N(0, 0.02) kernels, zero biases, BatchNorm gamma ~ N(1, 0.02).
+    Normal,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseDist {
+    /// Uniform(-1, 1), as the notebook trains.
+    Uniform,
+    /// N(0, 1).
+    Normal,
+}
+
+impl NoiseDist {
+    /// Noise is drawn on the host from a seeded RNG so every backend sees the same numbers.
+    pub fn sample(&self, rng: &mut StdRng, n: usize) -> Vec<f32> {
+        match self {
+            NoiseDist::Uniform => (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+            NoiseDist::Normal => (0..n).map(|_| standard_normal(rng)).collect(),
+        }
+    }
+}
+
+/// Box-Muller; rand 0.9 keeps its normal distribution in a separate crate.
+pub fn standard_normal(rng: &mut StdRng) -> f32 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    pub noise_dim: usize,
+    pub noise: NoiseDist,
+    pub output: Output,
+    pub init: Init,
+    /// PyTorch/burn convention: weight of the new batch (Keras momentum 0.99 is 0.01 here).
+    pub bn_momentum: f64,
+    pub bn_epsilon: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiscriminatorConfig {
+    pub init: Init,
+    pub bn_momentum: f64,
+    pub bn_epsilon: f64,
+    pub dropout: f64,
+}
+
+/// BatchNorm over channels of an NCHW tensor, with the mode chosen by the caller.
+#[derive(Module, Debug)]
+pub struct BatchNorm<B: Backend> {
+    pub gamma: Param<Tensor<B, 1>>,
+    pub beta: Param<Tensor<B, 1>>,
+    pub running_mean: RunningState<Tensor<B, 1>>,
+    pub running_var: RunningState<Tensor<B, 1>>,
+    pub momentum: f64,
+    pub epsilon: f64,
+}
+
+impl<B: Backend> BatchNorm<B> {
+    fn new(channels: usize, momentum: f64, epsilon: f64, gamma: Vec<f32>, device: &B::Device) -> Self {
+        Self {
+            gamma: Param::from_tensor(Tensor::from_data(TensorData::new(gamma, [channels]), device)),
+            beta: Param::from_tensor(Tensor::zeros([channels], device)),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+            momentum,
+            epsilon,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        let [n, c, h, w] = x.dims();
+        let (mean, var) = if mode == Mode::Train {
+            // [N, C, H, W] -> [C, N*H*W]
+            let flat = x.clone().swap_dims(0, 1).reshape([c, n * h * w]);
+            let mean = flat.clone().mean_dim(1).reshape([c]);
+            let var = flat
+                .sub(mean.clone().reshape([c, 1]))
+                .square()
+                .mean_dim(1)
+                .reshape([c]);
+            let m = self.momentum;
+            let rm = self.running_mean.value_sync().mul_scalar(1.0 - m);
+            let rv = self.running_var.value_sync().mul_scalar(1.0 - m);
+            self.running_mean
+                .update(rm.add(mean.clone().detach().mul_scalar(m)).detach());
+            self.running_var
+                .update(rv.add(var.clone().detach().mul_scalar(m)).detach());
+            (mean, var)
+        } else {
+            (self.running_mean.value(), self.running_var.value())
+        };
+        // Fold normalisation and the affine transform into one scale and shift per channel.
+        let scale = self.gamma.val().div(var.add_scalar(self.epsilon).sqrt());
+        let shift = self.beta.val().sub(mean.mul(scale.clone()));
+        x.mul(scale.reshape([1, c, 1, 1])).add(shift.reshape([1, c, 1, 1]))
+    }
+}
+
+fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64, mode: Mode) -> Tensor<B, D> {
+    if mode == Mode::Eval || p == 0.0 {
+        return x;
+    }
+    let keep = x.random_like(Distribution::Bernoulli(1.0 - p));
+    x.mul(keep).div_scalar(1.0 - p)
+}
+
+/// Draws weights on the host so the CPU and GPU backends start from the same numbers.
+struct Initialiser {
+    init: Init,
+    rng: StdRng,
+}
+
+impl Initialiser {
+    fn kernel(&mut self, n: usize, fan_in: usize, fan_out: usize) -> Vec<f32> {
+        match self.init {
+            Init::Keras => {
+                let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+                (0..n).map(|_| self.rng.random_range(-limit..limit)).collect()
+            }
+            Init::Normal => (0..n).map(|_| 0.02 * standard_normal(&mut self.rng)).collect(),
+        }
+    }
+
+    fn gamma(&mut self, n: usize) -> Vec<f32> {
+        match self.init {
+            Init::Keras => vec![1.0; n],
+            Init::Normal => (0..n).map(|_| 1.0 + 0.02 * standard_normal(&mut self.rng)).collect(),
+        }
+    }
+
+    fn linear<B: Backend>(&mut self, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+        let mut layer = LinearConfig::new(d_in, d_out).init(device);
+        let w = self.kernel(d_in * d_out, d_in, d_out);
+        layer.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device));
+        layer.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
+        layer
+    }
+
+    /// Kernel 4, stride 2, "same" padding: halves the spatial size.
+    fn conv<B: Backend>(&mut self, c_in: usize, c_out: usize, device: &B::Device) -> Conv2d<B> {
+        let mut layer = Conv2dConfig::new([c_in, c_out], [4, 4])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(device);
+        let w = self.kernel(c_out * c_in * 16, c_in * 16, c_out * 16);
+        layer.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [c_out, c_in, 4, 4]), device));
+        layer.bias = Some(Param::from_tensor(Tensor::zeros([c_out], device)));
+        layer
+    }
+
+    /// Kernel 4, stride 2, "same" padding: doubles the spatial size.
+    fn deconv<B: Backend>(&mut self, c_in: usize, c_out: usize, device: &B::Device) -> ConvTranspose2d<B> {
+        let mut layer = ConvTranspose2dConfig::new([c_in, c_out], [4, 4])
+            .with_stride([2, 2])
+            .with_padding([1, 1])
+            .init(device);
+        let w = self.kernel(c_in * c_out * 16, c_out * 16, c_in * 16);
+        layer.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [c_in, c_out, 4, 4]), device));
+        layer.bias = Some(Param::from_tensor(Tensor::zeros([c_out], device)));
+        layer
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Generator<B: Backend> {
+    fc: Linear<B>,
+    deconv1: ConvTranspose2d<B>,
+    bn1: BatchNorm<B>,
+    deconv2: ConvTranspose2d<B>,
+    bn2: BatchNorm<B>,
+    deconv3: ConvTranspose2d<B>,
+    bn3: BatchNorm<B>,
+    deconv4: ConvTranspose2d<B>,
+    #[module(skip)]
+    output: Output,
+}
+
+impl GeneratorConfig {
+    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Generator<B> {
+        let mut i = Initialiser { init: self.init, rng: StdRng::seed_from_u64(seed) };
+        let (m, e) = (self.bn_momentum, self.bn_epsilon);
+        Generator {
+            fc: i.linear(self.noise_dim, 4 * 4 * 512, device),
+            deconv1: i.deconv(512, 256, device),
+            bn1: BatchNorm::new(256, m, e, i.gamma(256), device),
+            deconv2: i.deconv(256, 128, device),
+            bn2: BatchNorm::new(128, m, e, i.gamma(128), device),
+            deconv3: i.deconv(128, 64, device),
+            bn3: BatchNorm::new(64, m, e, i.gamma(64), device),
+            deconv4: i.deconv(64, 3, device),
+            output: self.output,
+        }
+    }
+}
+
+impl<B: Backend> Generator<B> {
+    pub fn forward(&self, noise: Tensor<B, 2>, mode: Mode) -> Tensor<B, 4> {
+        let [n, _] = noise.dims();
+        let x = self.fc.forward(noise).reshape([n, 512, 4, 4]); // [N, 512, 4, 4]
+        let x = self.bn1.forward(leaky_relu(self.deconv1.forward(x), LEAKY_SLOPE), mode); // [N, 256, 8, 8]
+        let x = self.bn2.forward(leaky_relu(self.deconv2.forward(x), LEAKY_SLOPE), mode); // [N, 128, 16, 16]
+        let x = self.bn3.forward(leaky_relu(self.deconv3.forward(x), LEAKY_SLOPE), mode); // [N, 64, 32, 32]
+        let x = self.deconv4.forward(x); // [N, 3, 64, 64]
+        match self.output {
+            Output::Sigmoid => sigmoid(x),
+            Output::Tanh => x.tanh(),
+        }
+    }
+
+    pub fn output(&self) -> Output {
+        self.output
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Discriminator<B: Backend> {
+    conv1: Conv2d<B>,
+    conv2: Conv2d<B>,
+    bn2: BatchNorm<B>,
+    conv3: Conv2d<B>,
+    bn3: BatchNorm<B>,
+    conv4: Conv2d<B>,
+    fc: Linear<B>,
+    dropout: f64,
+}
+
+impl DiscriminatorConfig {
+    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Discriminator<B> {
+        let mut i = Initialiser { init: self.init, rng: StdRng::seed_from_u64(seed) };
+        let (m, e) = (self.bn_momentum, self.bn_epsilon);
+        Discriminator {
+            conv1: i.conv(3, 32, device),
+            conv2: i.conv(32, 64, device),
+            bn2: BatchNorm::new(64, m, e, i.gamma(64), device),
+            conv3: i.conv(64, 128, device),
+            bn3: BatchNorm::new(128, m, e, i.gamma(128), device),
+            conv4: i.conv(128, 256, device),
+            fc: i.linear(256 * 4 * 4, 1, device),
+            dropout: self.dropout,
+        }
+    }
+}
+
+impl<B: Backend> Discriminator<B> {
+    /// Returns logits; the notebook's sigmoid is folded into the loss, where it is stable.
+    pub fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        let [n, _, _, _] = images.dims();
+        let x = self.conv1.forward(images); // [N, 32, 32, 32], no activation, as the notebook
+        let x = self.bn2.forward(leaky_relu(self.conv2.forward(x), LEAKY_SLOPE), mode); // [N, 64, 16, 16]
+        let x = self.bn3.forward(leaky_relu(self.conv3.forward(x), LEAKY_SLOPE), mode); // [N, 128, 8, 8]
+        let x = leaky_relu(self.conv4.forward(x), LEAKY_SLOPE); // [N, 256, 4, 4]
+        let x = dropout(x.reshape([n, 256 * 4 * 4]), self.dropout, mode); // [N, 4096]
+        self.fc.forward(x) // [N, 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrainingConfig;
+    use burn::backend::Flex;
+
+    type B = Flex;
+
+    #[test]
+    fn shapes_and_parameter_counts_match_keras() {
+        let cfg = TrainingConfig::preset("notebook").unwrap();
+        let device = Default::default();
+        let g = cfg.generator.init::<B>(1, &device);
+        let d = cfg.discriminator.init::<B>(2, &device);
+        // Keras model.summary(): trainable parameters (BatchNorm moving stats excluded).
+        assert_eq!(g.num_params(), 3_584_323);
+        assert_eq!(d.num_params(), 694_625);
+
+        let noise = Tensor::<B, 2>::random([2, 100], Distribution::Uniform(-1.0, 1.0), &device);
+        let images = g.forward(noise, Mode::Eval);
+        assert_eq!(images.dims(), [2, 3, 64, 64]);
+        let v = images.clone().into_data().to_vec::<f32>().unwrap();
+        assert!(v.iter().all(|x| (0.0..=1.0).contains(x)), "sigmoid output in [0, 1]");
+        assert_eq!(d.forward(images, Mode::Train).dims(), [2, 1]);
+    }
+
+    #[test]
+    fn normal_init_has_dcgan_statistics() {
+        let cfg = TrainingConfig::preset("dcgan").unwrap();
+        let g = cfg.generator.init::<B>(7, &Default::default());
+        let w = g.deconv2.weight.val().into_data().to_vec::<f32>().unwrap();
+        let mean = w.iter().sum::<f32>() / w.len() as f32;
+        let std = (w.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / w.len() as f32).sqrt();
+        assert!(mean.abs() < 1e-3 && (std - 0.02).abs() < 1e-3, "mean {mean} std {std}");
+        let b = g.deconv2.bias.as_ref().unwrap().val().into_data().to_vec::<f32>().unwrap();
+        assert!(b.iter().all(|x| *x == 0.0));
+        let out = g.forward(Tensor::zeros([1, 100], &Default::default()), Mode::Eval);
+        let v = out.into_data().to_vec::<f32>().unwrap();
+        assert!(v.iter().all(|x| (-1.0..=1.0).contains(x)), "tanh output in [-1, 1]");
+    }
+
+    #[test]
+    fn same_seed_same_weights() {
+        let cfg = TrainingConfig::preset("notebook").unwrap();
+        let a = cfg.generator.init::<B>(3, &Default::default());
+        let b = cfg.generator.init::<B>(3, &Default::default());
+        let (a, b) = (a.fc.weight.val().into_data(), b.fc.weight.val().into_data());
+        assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+    }
+}

@@ -1,0 +1,118 @@
+//! `dcgan plot`: the loss chart. The font is compiled in, so it draws its text on a machine
+//! with no system fonts (a bare CI box, a container).
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::train::LossRow;
+
+static FONT: &[u8] = include_bytes!("assets/DejaVuSansMono.ttf");
+const FAMILY: &str = "dcgan-mono";
+
+/// Trailing moving average over `window` points.
+pub fn moving_average(v: &[f32], window: usize) -> Vec<f32> {
+    let window = window.max(1);
+    let mut out = Vec::with_capacity(v.len());
+    let mut sum = 0f64;
+    for (i, x) in v.iter().enumerate() {
+        sum += *x as f64;
+        if i >= window {
+            sum -= v[i - window] as f64;
+        }
+        out.push((sum / (i + 1).min(window) as f64) as f32);
+    }
+    out
+}
+
+fn register_font() {
+    // Registering twice only replaces the entry; ignore a (never expected) parse failure
+    // here and let drawing report it.
+    let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
+}
+
+/// Draws losses (top) and D's mean outputs (bottom) per batch to a PNG.
+pub fn plot(rows: &[LossRow], out: &Path) -> Result<()> {
+    if rows.is_empty() {
+        bail!("the loss log has no rows yet: train for at least one batch first");
+    }
+    register_font();
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot draw {}: {e}", out.display());
+    let steps: Vec<f32> = rows.iter().map(|r| r.step as f32).collect();
+    let window = (rows.len() / 50).clamp(1, 500);
+    let series = |f: fn(&LossRow) -> f32| rows.iter().map(f).collect::<Vec<f32>>();
+    let (x0, x1) = (steps[0], steps[steps.len() - 1].max(steps[0] + 1.0));
+
+    let (w, h) = (1200u32, 900u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let (top, bottom) = root.split_vertically(500);
+
+        let panels: [(&DrawingArea<_, _>, &str, &str, [(&str, fn(&LossRow) -> f32, RGBColor); 2]); 2] = [
+            (&top, "DCGAN losses per batch", "binary cross-entropy",
+             [("D loss (real + fake)", |r| r.d_loss, RGBColor(31, 119, 180)), ("G loss", |r| r.g_loss, RGBColor(214, 39, 40))]),
+            (&bottom, "Discriminator outputs per batch", "mean D output",
+             [("D(x), real", |r| r.d_real_mean, RGBColor(44, 160, 44)), ("D(G(z)), fake", |r| r.d_fake_mean, RGBColor(255, 127, 14))]),
+        ];
+        for (area, title, ylabel, lines) in panels {
+            let values: Vec<Vec<f32>> = lines.iter().map(|(_, f, _)| series(*f)).collect();
+            let (lo, hi) = values.iter().flatten().fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+            let pad = ((hi - lo) * 0.05).max(1e-3);
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, (FAMILY, 22))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(x0..x1, (lo - pad)..(hi + pad))
+                .map_err(|e| err(&e))?;
+            chart
+                .configure_mesh()
+                .x_desc("batch")
+                .y_desc(ylabel)
+                .label_style((FAMILY, 14))
+                .axis_desc_style((FAMILY, 16))
+                .draw()
+                .map_err(|e| err(&e))?;
+            for ((name, _, color), v) in lines.iter().zip(&values) {
+                let faint = color.mix(0.25);
+                chart
+                    .draw_series(LineSeries::new(steps.iter().copied().zip(v.iter().copied()), faint))
+                    .map_err(|e| err(&e))?;
+                let avg = moving_average(v, window);
+                chart
+                    .draw_series(LineSeries::new(
+                        steps.iter().copied().zip(avg),
+                        color.stroke_width(3),
+                    ))
+                    .map_err(|e| err(&e))?
+                    .label(format!("{name} (mean of {window})"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+            }
+            chart
+                .configure_series_labels()
+                .label_font((FAMILY, 14))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    let img = image::RgbImage::from_raw(w, h, buf).expect("buffer matches size");
+    crate::sample::write_png(&img, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moving_average_is_trailing_mean() {
+        assert_eq!(moving_average(&[1.0, 3.0, 5.0, 7.0], 2), vec![1.0, 2.0, 4.0, 6.0]);
+    }
+}

@@ -4,11 +4,11 @@
 //! autodiff backend" rule, because the notebook's G step runs D *frozen*: Keras sets
 //! `trainable = False`, which puts BatchNorm in inference mode while Dropout stays active.
 
-use burn::module::{Module, Param, RunningState};
+use burn::module::{Module, ModuleVisitor, Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{leaky_relu, sigmoid};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -300,6 +300,22 @@ impl<B: Backend> Discriminator<B> {
     }
 }
 
+/// Parameters an optimiser updates, as Keras's "Trainable params" counts them: burn's
+/// `num_params` also counts BatchNorm's running statistics.
+pub fn trainable_params<B: AutodiffBackend, M: Module<B>>(module: &M) -> usize {
+    struct Count(usize);
+    impl<B: Backend> ModuleVisitor<B> for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if param.is_require_grad() {
+                self.0 += param.shape().num_elements();
+            }
+        }
+    }
+    let mut c = Count(0);
+    module.visit(&mut c);
+    c.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,11 +328,14 @@ mod tests {
     fn shapes_and_parameter_counts_match_keras() {
         let cfg = TrainingConfig::preset("notebook").unwrap();
         let device = Default::default();
+        // Keras model.summary(): trainable parameters (BatchNorm moving stats excluded).
+        type AB = burn::backend::Autodiff<B>;
+        assert_eq!(trainable_params(&cfg.generator.init::<AB>(1, &device)), 3_584_323);
+        assert_eq!(trainable_params(&cfg.discriminator.init::<AB>(2, &device)), 694_625);
         let g = cfg.generator.init::<B>(1, &device);
         let d = cfg.discriminator.init::<B>(2, &device);
-        // Keras model.summary(): trainable parameters (BatchNorm moving stats excluded).
-        assert_eq!(g.num_params(), 3_584_323);
-        assert_eq!(d.num_params(), 694_625);
+        // Plus 2 running statistics per BatchNorm channel.
+        assert_eq!(g.num_params(), 3_584_323 + 2 * (256 + 128 + 64));
 
         let noise = Tensor::<B, 2>::random([2, 100], Distribution::Uniform(-1.0, 1.0), &device);
         let images = g.forward(noise, Mode::Eval);

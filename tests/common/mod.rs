@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests: run the real binary on real files.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// 300 real CelebA JPEGs committed with the repository.
+pub fn faces_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/faces")
+}
+
+pub fn dcgan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dcgan"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run dcgan")
+}
+
+/// Runs dcgan and fails the test with its stderr if it does not succeed.
+pub fn dcgan_ok(args: &[&str]) -> String {
+    let out = dcgan(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "dcgan {args:?} failed:\n{stderr}");
+    stderr
+}
+
+/// Runs dcgan expecting failure; returns stderr after checking it is a clean error.
+pub fn dcgan_err(args: &[&str]) -> String {
+    let out = dcgan(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "dcgan {args:?} should have failed:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "dcgan {args:?} panicked:\n{stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "dcgan {args:?} printed a backtrace hint:\n{stderr}");
+    stderr
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+/// Copies the first `n` committed faces into `dir`.
+pub fn copy_faces(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(faces_dir()).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    for f in files.iter().take(n) {
+        std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+}

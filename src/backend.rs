@@ -89,7 +89,9 @@ pub fn resolve(choice: BackendChoice) -> Result<Resolved> {
         BackendChoice::Auto => {
             let all = adapters();
             match all.iter().find(|a| !a.software) {
-                Some(a) => Ok(Resolved::Wgpu { adapter: format!("{} via {}", a.name, a.backend) }),
+                Some(a) => Ok(Resolved::Wgpu {
+                    adapter: format!("{} via {}", a.name, a.backend),
+                }),
                 None => {
                     eprintln!("note: no GPU found, training on the CPU (use --backend wgpu to insist on a GPU)");
                     Ok(Resolved::Cpu)
@@ -99,7 +101,9 @@ pub fn resolve(choice: BackendChoice) -> Result<Resolved> {
         BackendChoice::Wgpu => {
             let all = adapters();
             if let Some(a) = all.iter().find(|a| !a.software) {
-                return Ok(Resolved::Wgpu { adapter: format!("{} via {}", a.name, a.backend) });
+                return Ok(Resolved::Wgpu {
+                    adapter: format!("{} via {}", a.name, a.backend),
+                });
             }
             match all.first() {
                 Some(a) => {

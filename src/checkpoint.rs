@@ -42,8 +42,13 @@ pub fn save_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<(
 }
 
 /// Loads a record saved by [`save_module`] into `module`, which fixes the architecture.
-pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path, device: &B::Device) -> Result<M> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+pub fn load_module<B: Backend, M: Module<B>>(
+    module: M,
+    path: &Path,
+    device: &B::Device,
+) -> Result<M> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
     let record = Mpk::default().load(bytes, device).map_err(|e| {
         anyhow::anyhow!(
             "{} is not a dcgan checkpoint of this network ({e}); pass the g.mpk written by `dcgan train`",

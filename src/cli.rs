@@ -34,7 +34,9 @@ pub enum Command {
 
 /// Train G and D on a folder of face photos; checkpoints, losses and previews go to --out.
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4")]
+#[command(
+    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4"
+)]
 pub struct TrainArgs {
     /// Folder of JPEG/PNG faces, searched recursively (e.g. img_align_celeba).
     #[arg(long, value_name = "DIR")]
@@ -73,7 +75,9 @@ pub struct TrainArgs {
 
 /// Generate faces from a trained generator.
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  dcgan sample --ckpt run/g.mpk --n 100\n  dcgan sample --ckpt run/g.mpk --n 16 --seed 7 --out faces.png\n  dcgan sample --ckpt run/g.mpk --n 500 --each faces/")]
+#[command(
+    after_help = "Examples:\n  dcgan sample --ckpt run/g.mpk --n 100\n  dcgan sample --ckpt run/g.mpk --n 16 --seed 7 --out faces.png\n  dcgan sample --ckpt run/g.mpk --n 500 --each faces/"
+)]
 pub struct SampleCli {
     /// Generator checkpoint written by `dcgan train`.
     #[arg(long, default_value = "run/g.mpk", value_name = "FILE")]
@@ -102,10 +106,17 @@ pub struct SampleCli {
 
 /// Chart the D and G losses of a run.
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  dcgan plot\n  dcgan plot --run run-notebook --out notebook-losses.png")]
+#[command(
+    after_help = "Examples:\n  dcgan plot\n  dcgan plot --run run-notebook --out notebook-losses.png"
+)]
 pub struct PlotArgs {
     /// Run folder whose losses.jsonl to chart.
-    #[arg(long, default_value = "run", value_name = "DIR", conflicts_with = "log")]
+    #[arg(
+        long,
+        default_value = "run",
+        value_name = "DIR",
+        conflicts_with = "log"
+    )]
     pub run: PathBuf,
     /// A losses.jsonl file to chart instead.
     #[arg(long, value_name = "FILE")]
@@ -170,7 +181,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
         faces.skipped.len(),
         resolved.name()
     );
-    with_backend!(resolved, |B, device| train::train::<Autodiff<B>>(&cfg, &faces, &run, &device))
+    with_backend!(resolved, |B, device| train::train::<Autodiff<B>>(
+        &cfg, &faces, &run, &device
+    ))
 }
 
 fn sample_command(args: SampleCli) -> Result<()> {
@@ -188,10 +201,11 @@ fn sample_command(args: SampleCli) -> Result<()> {
 }
 
 fn plot_command(args: PlotArgs) -> Result<()> {
-    let log = args.log.clone().unwrap_or_else(|| RunDir(args.run.clone()).losses());
-    let out = args
-        .out
-        .unwrap_or_else(|| log.with_file_name("losses.png"));
+    let log = args
+        .log
+        .clone()
+        .unwrap_or_else(|| RunDir(args.run.clone()).losses());
+    let out = args.out.unwrap_or_else(|| log.with_file_name("losses.png"));
     let rows = train::read_losses(&log)?;
     plot::plot(&rows, &out)?;
     eprintln!("wrote {} ({} batches)", out.display(), rows.len());

@@ -94,12 +94,9 @@ pub struct AdamSettings {
 
 impl TrainingConfig {
     pub fn preset(name: &str) -> Result<Self> {
-        let (_, text) = PRESETS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .with_context(|| {
-                format!("unknown preset `{name}`; the presets are `dcgan` and `notebook`")
-            })?;
+        let (_, text) = PRESETS.iter().find(|(n, _)| *n == name).with_context(|| {
+            format!("unknown preset `{name}`; the presets are `dcgan` and `notebook`")
+        })?;
         Self::parse(text, &format!("built-in preset `{name}`"))
     }
 
@@ -138,14 +135,17 @@ impl TrainingConfig {
                 c.left, c.top, c.right, c.bottom
             );
         }
-        for (name, o) in [("optimizer_g", &self.optimizer_g), ("optimizer_d", &self.optimizer_d)] {
+        for (name, o) in [
+            ("optimizer_g", &self.optimizer_g),
+            ("optimizer_d", &self.optimizer_d),
+        ] {
             if !(o.lr > 0.0 && o.lr.is_finite()) {
                 bail!("{name}.lr must be a positive number, got {}", o.lr);
             }
             if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
                 bail!("{name}: beta1 and beta2 must be in [0, 1)");
             }
-            if !(o.epsilon > 0.0) {
+            if o.epsilon.is_nan() || o.epsilon <= 0.0 {
                 bail!("{name}.epsilon must be positive");
             }
         }

@@ -33,7 +33,10 @@ pub struct Faces {
 impl Faces {
     pub fn from_pixels(pixels: Vec<u8>) -> Self {
         assert_eq!(pixels.len() % FACE_BYTES, 0);
-        Self { pixels, skipped: Vec::new() }
+        Self {
+            pixels,
+            skipped: Vec::new(),
+        }
     }
     pub fn len(&self) -> usize {
         self.pixels.len() / FACE_BYTES
@@ -147,7 +150,10 @@ pub fn load_faces(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Res
         }
     }
     if skipped.len() > MAX_WARNINGS {
-        eprintln!("warning: ... and {} more files skipped", skipped.len() - MAX_WARNINGS);
+        eprintln!(
+            "warning: ... and {} more files skipped",
+            skipped.len() - MAX_WARNINGS
+        );
     }
     pixels.truncate(kept * FACE_BYTES);
     pixels.shrink_to_fit();
@@ -185,7 +191,11 @@ pub fn load_face(path: &Path, crop: CropBox, filter: ResizeFilter) -> Result<Vec
 }
 
 /// Pillow's `img.crop(box).resize((64, 64))`.
-pub fn face_from_rgb(img: &RgbImage, crop: CropBox, filter: ResizeFilter) -> Result<Vec<u8>, String> {
+pub fn face_from_rgb(
+    img: &RgbImage,
+    crop: CropBox,
+    filter: ResizeFilter,
+) -> Result<Vec<u8>, String> {
     if img.width() < crop.right || img.height() < crop.bottom {
         return Err(format!(
             "image is {}x{}, smaller than the crop box (right {}, bottom {})",
@@ -195,7 +205,8 @@ pub fn face_from_rgb(img: &RgbImage, crop: CropBox, filter: ResizeFilter) -> Res
             crop.bottom
         ));
     }
-    let cropped = imageops::crop_imm(img, crop.left, crop.top, crop.width(), crop.height()).to_image();
+    let cropped =
+        imageops::crop_imm(img, crop.left, crop.top, crop.width(), crop.height()).to_image();
     let filter = match filter {
         ResizeFilter::Nearest => imageops::FilterType::Nearest,
         ResizeFilter::Bilinear => imageops::FilterType::Triangle,
@@ -243,7 +254,12 @@ impl FaceBatcher {
         out
     }
 
-    pub fn batch<B: Backend>(&self, faces: &Faces, indices: &[usize], device: &B::Device) -> Tensor<B, 4> {
+    pub fn batch<B: Backend>(
+        &self,
+        faces: &Faces,
+        indices: &[usize],
+        device: &B::Device,
+    ) -> Tensor<B, 4> {
         let data = TensorData::new(self.floats(faces, indices), [indices.len(), 3, SIZE, SIZE]);
         Tensor::from_data(data, device)
     }
@@ -254,7 +270,12 @@ mod tests {
     use super::*;
 
     fn box_120() -> CropBox {
-        CropBox { left: 30, top: 55, right: 150, bottom: 175 }
+        CropBox {
+            left: 30,
+            top: 55,
+            right: 150,
+            bottom: 175,
+        }
     }
 
     #[test]
@@ -267,7 +288,11 @@ mod tests {
                 return image::Rgb([0, 0, 255]);
             }
             let light = ((x - 30) / 60 + (y - 55) / 60) % 2 == 0;
-            if light { image::Rgb([200, 100, 50]) } else { image::Rgb([20, 40, 60]) }
+            if light {
+                image::Rgb([200, 100, 50])
+            } else {
+                image::Rgb([20, 40, 60])
+            }
         });
         let face = face_from_rgb(&img, box_120(), ResizeFilter::Bicubic).unwrap();
         assert_eq!(face.len(), FACE_BYTES);

@@ -102,9 +102,18 @@ pub struct BatchNorm<B: Backend> {
 }
 
 impl<B: Backend> BatchNorm<B> {
-    fn new(channels: usize, momentum: f64, epsilon: f64, gamma: Vec<f32>, device: &B::Device) -> Self {
+    fn new(
+        channels: usize,
+        momentum: f64,
+        epsilon: f64,
+        gamma: Vec<f32>,
+        device: &B::Device,
+    ) -> Self {
         Self {
-            gamma: Param::from_tensor(Tensor::from_data(TensorData::new(gamma, [channels]), device)),
+            gamma: Param::from_tensor(Tensor::from_data(
+                TensorData::new(gamma, [channels]),
+                device,
+            )),
             beta: Param::from_tensor(Tensor::zeros([channels], device)),
             running_mean: RunningState::new(Tensor::zeros([channels], device)),
             running_var: RunningState::new(Tensor::ones([channels], device)),
@@ -138,7 +147,8 @@ impl<B: Backend> BatchNorm<B> {
         // Fold normalisation and the affine transform into one scale and shift per channel.
         let scale = self.gamma.val().div(var.add_scalar(self.epsilon).sqrt());
         let shift = self.beta.val().sub(mean.mul(scale.clone()));
-        x.mul(scale.reshape([1, c, 1, 1])).add(shift.reshape([1, c, 1, 1]))
+        x.mul(scale.reshape([1, c, 1, 1]))
+            .add(shift.reshape([1, c, 1, 1]))
     }
 }
 
@@ -161,23 +171,30 @@ impl Initialiser {
         match self.init {
             Init::Keras => {
                 let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
-                (0..n).map(|_| self.rng.random_range(-limit..limit)).collect()
+                (0..n)
+                    .map(|_| self.rng.random_range(-limit..limit))
+                    .collect()
             }
-            Init::Normal => (0..n).map(|_| 0.02 * standard_normal(&mut self.rng)).collect(),
+            Init::Normal => (0..n)
+                .map(|_| 0.02 * standard_normal(&mut self.rng))
+                .collect(),
         }
     }
 
     fn gamma(&mut self, n: usize) -> Vec<f32> {
         match self.init {
             Init::Keras => vec![1.0; n],
-            Init::Normal => (0..n).map(|_| 1.0 + 0.02 * standard_normal(&mut self.rng)).collect(),
+            Init::Normal => (0..n)
+                .map(|_| 1.0 + 0.02 * standard_normal(&mut self.rng))
+                .collect(),
         }
     }
 
     fn linear<B: Backend>(&mut self, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
         let mut layer = LinearConfig::new(d_in, d_out).init(device);
         let w = self.kernel(d_in * d_out, d_in, d_out);
-        layer.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device));
+        layer.weight =
+            Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device));
         layer.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
         layer
     }
@@ -189,19 +206,30 @@ impl Initialiser {
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(device);
         let w = self.kernel(c_out * c_in * 16, c_in * 16, c_out * 16);
-        layer.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [c_out, c_in, 4, 4]), device));
+        layer.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(w, [c_out, c_in, 4, 4]),
+            device,
+        ));
         layer.bias = Some(Param::from_tensor(Tensor::zeros([c_out], device)));
         layer
     }
 
     /// Kernel 4, stride 2, "same" padding: doubles the spatial size.
-    fn deconv<B: Backend>(&mut self, c_in: usize, c_out: usize, device: &B::Device) -> ConvTranspose2d<B> {
+    fn deconv<B: Backend>(
+        &mut self,
+        c_in: usize,
+        c_out: usize,
+        device: &B::Device,
+    ) -> ConvTranspose2d<B> {
         let mut layer = ConvTranspose2dConfig::new([c_in, c_out], [4, 4])
             .with_stride([2, 2])
             .with_padding([1, 1])
             .init(device);
         let w = self.kernel(c_in * c_out * 16, c_out * 16, c_in * 16);
-        layer.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [c_in, c_out, 4, 4]), device));
+        layer.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(w, [c_in, c_out, 4, 4]),
+            device,
+        ));
         layer.bias = Some(Param::from_tensor(Tensor::zeros([c_out], device)));
         layer
     }
@@ -223,7 +251,10 @@ pub struct Generator<B: Backend> {
 
 impl GeneratorConfig {
     pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Generator<B> {
-        let mut i = Initialiser { init: self.init, rng: StdRng::seed_from_u64(seed) };
+        let mut i = Initialiser {
+            init: self.init,
+            rng: StdRng::seed_from_u64(seed),
+        };
         let (m, e) = (self.bn_momentum, self.bn_epsilon);
         Generator {
             fc: i.linear(self.noise_dim, 4 * 4 * 512, device),
@@ -243,9 +274,15 @@ impl<B: Backend> Generator<B> {
     pub fn forward(&self, noise: Tensor<B, 2>, mode: Mode) -> Tensor<B, 4> {
         let [n, _] = noise.dims();
         let x = self.fc.forward(noise).reshape([n, 512, 4, 4]); // [N, 512, 4, 4]
-        let x = self.bn1.forward(leaky_relu(self.deconv1.forward(x), LEAKY_SLOPE), mode); // [N, 256, 8, 8]
-        let x = self.bn2.forward(leaky_relu(self.deconv2.forward(x), LEAKY_SLOPE), mode); // [N, 128, 16, 16]
-        let x = self.bn3.forward(leaky_relu(self.deconv3.forward(x), LEAKY_SLOPE), mode); // [N, 64, 32, 32]
+        let x = self
+            .bn1
+            .forward(leaky_relu(self.deconv1.forward(x), LEAKY_SLOPE), mode); // [N, 256, 8, 8]
+        let x = self
+            .bn2
+            .forward(leaky_relu(self.deconv2.forward(x), LEAKY_SLOPE), mode); // [N, 128, 16, 16]
+        let x = self
+            .bn3
+            .forward(leaky_relu(self.deconv3.forward(x), LEAKY_SLOPE), mode); // [N, 64, 32, 32]
         let x = self.deconv4.forward(x); // [N, 3, 64, 64]
         match self.output {
             Output::Sigmoid => sigmoid(x),
@@ -272,7 +309,10 @@ pub struct Discriminator<B: Backend> {
 
 impl DiscriminatorConfig {
     pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Discriminator<B> {
-        let mut i = Initialiser { init: self.init, rng: StdRng::seed_from_u64(seed) };
+        let mut i = Initialiser {
+            init: self.init,
+            rng: StdRng::seed_from_u64(seed),
+        };
         let (m, e) = (self.bn_momentum, self.bn_epsilon);
         Discriminator {
             conv1: i.conv(3, 32, device),
@@ -292,8 +332,12 @@ impl<B: Backend> Discriminator<B> {
     pub fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let [n, _, _, _] = images.dims();
         let x = self.conv1.forward(images); // [N, 32, 32, 32], no activation, as the notebook
-        let x = self.bn2.forward(leaky_relu(self.conv2.forward(x), LEAKY_SLOPE), mode); // [N, 64, 16, 16]
-        let x = self.bn3.forward(leaky_relu(self.conv3.forward(x), LEAKY_SLOPE), mode); // [N, 128, 8, 8]
+        let x = self
+            .bn2
+            .forward(leaky_relu(self.conv2.forward(x), LEAKY_SLOPE), mode); // [N, 64, 16, 16]
+        let x = self
+            .bn3
+            .forward(leaky_relu(self.conv3.forward(x), LEAKY_SLOPE), mode); // [N, 128, 8, 8]
         let x = leaky_relu(self.conv4.forward(x), LEAKY_SLOPE); // [N, 256, 4, 4]
         let x = dropout(x.reshape([n, 256 * 4 * 4]), self.dropout, mode); // [N, 4096]
         self.fc.forward(x) // [N, 1]
@@ -330,8 +374,14 @@ mod tests {
         let device = Default::default();
         // Keras model.summary(): trainable parameters (BatchNorm moving stats excluded).
         type AB = burn::backend::Autodiff<B>;
-        assert_eq!(trainable_params(&cfg.generator.init::<AB>(1, &device)), 3_584_323);
-        assert_eq!(trainable_params(&cfg.discriminator.init::<AB>(2, &device)), 694_625);
+        assert_eq!(
+            trainable_params(&cfg.generator.init::<AB>(1, &device)),
+            3_584_323
+        );
+        assert_eq!(
+            trainable_params(&cfg.discriminator.init::<AB>(2, &device)),
+            694_625
+        );
         let g = cfg.generator.init::<B>(1, &device);
         let d = cfg.discriminator.init::<B>(2, &device);
         // Plus 2 running statistics per BatchNorm channel.
@@ -341,7 +391,10 @@ mod tests {
         let images = g.forward(noise, Mode::Eval);
         assert_eq!(images.dims(), [2, 3, 64, 64]);
         let v = images.clone().into_data().to_vec::<f32>().unwrap();
-        assert!(v.iter().all(|x| (0.0..=1.0).contains(x)), "sigmoid output in [0, 1]");
+        assert!(
+            v.iter().all(|x| (0.0..=1.0).contains(x)),
+            "sigmoid output in [0, 1]"
+        );
         assert_eq!(d.forward(images, Mode::Train).dims(), [2, 1]);
     }
 
@@ -352,12 +405,26 @@ mod tests {
         let w = g.deconv2.weight.val().into_data().to_vec::<f32>().unwrap();
         let mean = w.iter().sum::<f32>() / w.len() as f32;
         let std = (w.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / w.len() as f32).sqrt();
-        assert!(mean.abs() < 1e-3 && (std - 0.02).abs() < 1e-3, "mean {mean} std {std}");
-        let b = g.deconv2.bias.as_ref().unwrap().val().into_data().to_vec::<f32>().unwrap();
+        assert!(
+            mean.abs() < 1e-3 && (std - 0.02).abs() < 1e-3,
+            "mean {mean} std {std}"
+        );
+        let b = g
+            .deconv2
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         assert!(b.iter().all(|x| *x == 0.0));
         let out = g.forward(Tensor::zeros([1, 100], &Default::default()), Mode::Eval);
         let v = out.into_data().to_vec::<f32>().unwrap();
-        assert!(v.iter().all(|x| (-1.0..=1.0).contains(x)), "tanh output in [-1, 1]");
+        assert!(
+            v.iter().all(|x| (-1.0..=1.0).contains(x)),
+            "tanh output in [-1, 1]"
+        );
     }
 
     #[test]

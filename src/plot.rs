@@ -12,6 +12,9 @@ use crate::train::LossRow;
 static FONT: &[u8] = include_bytes!("assets/DejaVuSansMono.ttf");
 const FAMILY: &str = "dcgan-mono";
 
+/// A series to draw: legend name, the field it plots, its colour.
+type Line = (&'static str, fn(&LossRow) -> f32, RGBColor);
+
 /// Trailing moving average over `window` points.
 pub fn moving_average(v: &[f32], window: usize) -> Vec<f32> {
     let window = window.max(1);
@@ -52,15 +55,32 @@ pub fn plot(rows: &[LossRow], out: &Path) -> Result<()> {
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let (top, bottom) = root.split_vertically(500);
 
-        let panels: [(&DrawingArea<_, _>, &str, &str, [(&str, fn(&LossRow) -> f32, RGBColor); 2]); 2] = [
-            (&top, "DCGAN losses per batch", "binary cross-entropy",
-             [("D loss (real + fake)", |r| r.d_loss, RGBColor(31, 119, 180)), ("G loss", |r| r.g_loss, RGBColor(214, 39, 40))]),
-            (&bottom, "Discriminator outputs per batch", "mean D output",
-             [("D(x), real", |r| r.d_real_mean, RGBColor(44, 160, 44)), ("D(G(z)), fake", |r| r.d_fake_mean, RGBColor(255, 127, 14))]),
+        let panels: [(&DrawingArea<_, _>, &str, &str, [Line; 2]); 2] = [
+            (
+                &top,
+                "DCGAN losses per batch",
+                "binary cross-entropy",
+                [
+                    ("D loss (real + fake)", |r| r.d_loss, RGBColor(31, 119, 180)),
+                    ("G loss", |r| r.g_loss, RGBColor(214, 39, 40)),
+                ],
+            ),
+            (
+                &bottom,
+                "Discriminator outputs per batch",
+                "mean D output",
+                [
+                    ("D(x), real", |r| r.d_real_mean, RGBColor(44, 160, 44)),
+                    ("D(G(z)), fake", |r| r.d_fake_mean, RGBColor(255, 127, 14)),
+                ],
+            ),
         ];
         for (area, title, ylabel, lines) in panels {
             let values: Vec<Vec<f32>> = lines.iter().map(|(_, f, _)| series(*f)).collect();
-            let (lo, hi) = values.iter().flatten().fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+            let (lo, hi) = values
+                .iter()
+                .flatten()
+                .fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
             let pad = ((hi - lo) * 0.05).max(1e-3);
             let mut chart = ChartBuilder::on(area)
                 .caption(title, (FAMILY, 22))
@@ -72,6 +92,7 @@ pub fn plot(rows: &[LossRow], out: &Path) -> Result<()> {
             chart
                 .configure_mesh()
                 .x_desc("batch")
+                .x_label_formatter(&|x| format!("{}", x.round() as i64))
                 .y_desc(ylabel)
                 .label_style((FAMILY, 14))
                 .axis_desc_style((FAMILY, 16))
@@ -80,7 +101,10 @@ pub fn plot(rows: &[LossRow], out: &Path) -> Result<()> {
             for ((name, _, color), v) in lines.iter().zip(&values) {
                 let faint = color.mix(0.25);
                 chart
-                    .draw_series(LineSeries::new(steps.iter().copied().zip(v.iter().copied()), faint))
+                    .draw_series(LineSeries::new(
+                        steps.iter().copied().zip(v.iter().copied()),
+                        faint,
+                    ))
                     .map_err(|e| err(&e))?;
                 let avg = moving_average(v, window);
                 chart
@@ -90,7 +114,9 @@ pub fn plot(rows: &[LossRow], out: &Path) -> Result<()> {
                     ))
                     .map_err(|e| err(&e))?
                     .label(format!("{name} (mean of {window})"))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                    });
             }
             chart
                 .configure_series_labels()
@@ -113,6 +139,9 @@ mod tests {
 
     #[test]
     fn moving_average_is_trailing_mean() {
-        assert_eq!(moving_average(&[1.0, 3.0, 5.0, 7.0], 2), vec![1.0, 2.0, 4.0, 6.0]);
+        assert_eq!(
+            moving_average(&[1.0, 3.0, 5.0, 7.0], 2),
+            vec![1.0, 2.0, 4.0, 6.0]
+        );
     }
 }

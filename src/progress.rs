@@ -12,7 +12,11 @@ pub fn is_terminal() -> bool {
 pub fn bar(len: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(
         Some(len),
-        if is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+        if is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
     );
     bar.set_style(
         ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg} ({eta} left)")

@@ -49,7 +49,10 @@ pub fn write_grid(faces: &[Vec<u8>], cols: usize, path: &Path) -> Result<()> {
     let cell = SIZE as u32 + GAP;
     let mut grid = RgbImage::new(cols * cell + GAP, rows * cell + GAP);
     for (i, face) in faces.iter().enumerate() {
-        let (x0, y0) = (GAP + (i as u32 % cols) * cell, GAP + (i as u32 / cols) * cell);
+        let (x0, y0) = (
+            GAP + (i as u32 % cols) * cell,
+            GAP + (i as u32 / cols) * cell,
+        );
         for (p, rgb) in face.chunks_exact(3).enumerate() {
             let (x, y) = (p as u32 % SIZE as u32, p as u32 / SIZE as u32);
             grid.put_pixel(x0 + x, y0 + y, image::Rgb([rgb[0], rgb[1], rgb[2]]));
@@ -60,7 +63,8 @@ pub fn write_grid(faces: &[Vec<u8>], cols: usize, path: &Path) -> Result<()> {
 
 pub fn write_png(img: &RgbImage, path: &Path) -> Result<()> {
     let mut bytes = Cursor::new(Vec::new());
-    img.write_to(&mut bytes, ImageFormat::Png).context("cannot encode PNG")?;
+    img.write_to(&mut bytes, ImageFormat::Png)
+        .context("cannot encode PNG")?;
     checkpoint::write_atomic(path, bytes.get_ref())
 }
 
@@ -90,15 +94,28 @@ pub fn config_for(ckpt: &Path, config: Option<&Path>) -> Result<TrainingConfig> 
     TrainingConfig::load(&path)
 }
 
-pub fn load_generator<B: Backend>(cfg: &TrainingConfig, ckpt: &Path, device: &B::Device) -> Result<Generator<B>> {
+pub fn load_generator<B: Backend>(
+    cfg: &TrainingConfig,
+    ckpt: &Path,
+    device: &B::Device,
+) -> Result<Generator<B>> {
     if !ckpt.exists() {
-        bail!("checkpoint {} does not exist; train first, or pass --ckpt RUN/g.mpk", ckpt.display());
+        bail!(
+            "checkpoint {} does not exist; train first, or pass --ckpt RUN/g.mpk",
+            ckpt.display()
+        );
     }
     checkpoint::load_module(cfg.generator.init::<B>(0, device), ckpt, device)
 }
 
 /// Generates `n` faces from `seed`: the same seed gives the same faces.
-pub fn generate<B: Backend>(cfg: &TrainingConfig, g: &Generator<B>, n: usize, seed: u64, device: &B::Device) -> Vec<Vec<u8>> {
+pub fn generate<B: Backend>(
+    cfg: &TrainingConfig,
+    g: &Generator<B>,
+    n: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Vec<Vec<u8>> {
     let mut r = rng(seed, 0, Stream::Noise);
     let mut faces = Vec::with_capacity(n);
     while faces.len() < n {
@@ -116,12 +133,15 @@ pub fn run<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<()> {
     if let Some(dir) = &args.each {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         for (i, face) in faces.iter().enumerate() {
-            let img = RgbImage::from_raw(SIZE as u32, SIZE as u32, face.clone()).expect("64x64 face");
+            let img =
+                RgbImage::from_raw(SIZE as u32, SIZE as u32, face.clone()).expect("64x64 face");
             write_png(&img, &dir.join(format!("face_{:05}.png", i + 1)))?;
         }
         eprintln!("wrote {} faces to {}", faces.len(), dir.display());
     } else {
-        let cols = args.cols.unwrap_or_else(|| (args.n as f64).sqrt().ceil() as usize);
+        let cols = args
+            .cols
+            .unwrap_or_else(|| (args.n as f64).sqrt().ceil() as usize);
         write_grid(&faces, cols, &args.out)?;
         eprintln!("wrote {} faces to {}", faces.len(), args.out.display());
     }

@@ -93,8 +93,12 @@ impl RunDir {
             }
         }
         let probe = self.0.join(".write-test");
-        std::fs::write(&probe, b"ok")
-            .with_context(|| format!("run folder {} is not writable; choose another with --out", self.0.display()))?;
+        std::fs::write(&probe, b"ok").with_context(|| {
+            format!(
+                "run folder {} is not writable; choose another with --out",
+                self.0.display()
+            )
+        })?;
         let _ = std::fs::remove_file(probe);
         Ok(())
     }
@@ -170,15 +174,21 @@ pub struct StepStats {
 
 impl StepStats {
     pub fn all_finite(&self) -> bool {
-        [self.d_loss_real, self.d_loss_fake, self.g_loss].iter().all(|x| x.is_finite())
+        [self.d_loss_real, self.d_loss_fake, self.g_loss]
+            .iter()
+            .all(|x| x.is_finite())
     }
 }
 
 impl<B: AutodiffBackend> Gan<B> {
     pub fn new(cfg: &TrainingConfig, device: &B::Device) -> Self {
         Self {
-            g: cfg.generator.init(stream_seed(cfg.seed, 0, Stream::GeneratorInit), device),
-            d: cfg.discriminator.init(stream_seed(cfg.seed, 0, Stream::DiscriminatorInit), device),
+            g: cfg
+                .generator
+                .init(stream_seed(cfg.seed, 0, Stream::GeneratorInit), device),
+            d: cfg
+                .discriminator
+                .init(stream_seed(cfg.seed, 0, Stream::DiscriminatorInit), device),
             opt_g: adam(&cfg.optimizer_g),
             opt_d: adam(&cfg.optimizer_d),
             lr_g: cfg.optimizer_g.lr,
@@ -188,8 +198,20 @@ impl<B: AutodiffBackend> Gan<B> {
 
     /// One notebook step. `noise_d` makes the fakes D learns from, `noise_g` those G learns
     /// through.
-    pub fn step(self, real: Tensor<B, 4>, noise_d: Tensor<B, 2>, noise_g: Tensor<B, 2>) -> (Self, StepStats) {
-        let Self { g, d, mut opt_g, mut opt_d, lr_g, lr_d } = self;
+    pub fn step(
+        self,
+        real: Tensor<B, 4>,
+        noise_d: Tensor<B, 2>,
+        noise_g: Tensor<B, 2>,
+    ) -> (Self, StepStats) {
+        let Self {
+            g,
+            d,
+            mut opt_g,
+            mut opt_d,
+            lr_g,
+            lr_d,
+        } = self;
 
         // Keras predict_on_batch: inference mode, no graph, so D's loss cannot reach G.
         let fakes = Tensor::from_inner(g.valid().forward(noise_d.inner(), Mode::Eval));
@@ -208,12 +230,21 @@ impl<B: AutodiffBackend> Gan<B> {
 
         // D frozen: its weights need no gradients, its BatchNorm uses running statistics.
         let frozen = d.clone().no_grad();
-        let loss_g = bce_with_logits(frozen.forward(g.forward(noise_g, Mode::Train), Mode::Frozen), 1.0);
+        let loss_g = bce_with_logits(
+            frozen.forward(g.forward(noise_g, Mode::Train), Mode::Frozen),
+            1.0,
+        );
         let grads = GradientsParams::from_grads(loss_g.backward(), &g);
         let g = opt_g.step(lr_g, g, grads);
 
         let stats = Tensor::cat(
-            vec![loss_real.detach(), loss_fake.detach(), loss_g.detach(), real_mean, fake_mean],
+            vec![
+                loss_real.detach(),
+                loss_fake.detach(),
+                loss_g.detach(),
+                real_mean,
+                fake_mean,
+            ],
             0,
         )
         .into_data()
@@ -226,13 +257,31 @@ impl<B: AutodiffBackend> Gan<B> {
             d_real_mean: stats[3],
             d_fake_mean: stats[4],
         };
-        (Self { g, d, opt_g, opt_d, lr_g, lr_d }, stats)
+        (
+            Self {
+                g,
+                d,
+                opt_g,
+                opt_d,
+                lr_g,
+                lr_d,
+            },
+            stats,
+        )
     }
 }
 
-pub fn noise<B: Backend>(cfg: &TrainingConfig, rng: &mut StdRng, n: usize, device: &B::Device) -> Tensor<B, 2> {
+pub fn noise<B: Backend>(
+    cfg: &TrainingConfig,
+    rng: &mut StdRng,
+    n: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
     let dim = cfg.generator.noise_dim;
-    Tensor::from_data(TensorData::new(cfg.generator.noise.sample(rng, n * dim), [n, dim]), device)
+    Tensor::from_data(
+        TensorData::new(cfg.generator.noise.sample(rng, n * dim), [n, dim]),
+        device,
+    )
 }
 
 /// The same 64 noise vectors every epoch, so the preview grids show one face changing.
@@ -241,7 +290,12 @@ pub fn preview_noise<B: Backend>(cfg: &TrainingConfig, device: &B::Device) -> Te
 }
 
 /// Trains for `cfg.epochs` epochs, writing everything the run folder promises.
-pub fn train<B: AutodiffBackend>(cfg: &TrainingConfig, faces: &Faces, run: &RunDir, device: &B::Device) -> Result<()> {
+pub fn train<B: AutodiffBackend>(
+    cfg: &TrainingConfig,
+    faces: &Faces,
+    run: &RunDir,
+    device: &B::Device,
+) -> Result<()> {
     let batches = faces.len() / cfg.batch_size;
     if batches == 0 {
         bail!(
@@ -252,7 +306,8 @@ pub fn train<B: AutodiffBackend>(cfg: &TrainingConfig, faces: &Faces, run: &RunD
     }
     checkpoint::write_atomic(&run.config(), cfg.to_json().as_bytes())?;
     let mut log = BufWriter::new(
-        File::create(run.losses()).with_context(|| format!("cannot create {}", run.losses().display()))?,
+        File::create(run.losses())
+            .with_context(|| format!("cannot create {}", run.losses().display()))?,
     );
     let batcher = FaceBatcher::new(cfg.data.normalization);
     let preview = preview_noise::<B::InnerBackend>(cfg, device);
@@ -301,19 +356,30 @@ pub fn train<B: AutodiffBackend>(cfg: &TrainingConfig, faces: &Faces, run: &RunD
             serde_json::to_writer(&mut log, &row)?;
             log.write_all(b"\n")
                 .with_context(|| format!("cannot write {}", run.losses().display()))?;
-            for (sum, v) in sums.iter_mut().zip([row.d_loss, row.g_loss, row.d_real_mean, row.d_fake_mean]) {
+            for (sum, v) in
+                sums.iter_mut()
+                    .zip([row.d_loss, row.g_loss, row.d_real_mean, row.d_fake_mean])
+            {
                 *sum += v as f64;
             }
             bar.inc(1);
-            bar.set_message(format!("D {:.3} G {:.3} {:.0} img/s", row.d_loss, row.g_loss, row.images_per_sec));
+            bar.set_message(format!(
+                "D {:.3} G {:.3} {:.0} img/s",
+                row.d_loss, row.g_loss, row.images_per_sec
+            ));
         }
         bar.finish_and_clear();
-        log.flush().with_context(|| format!("cannot write {}", run.losses().display()))?;
+        log.flush()
+            .with_context(|| format!("cannot write {}", run.losses().display()))?;
 
         checkpoint::save_module(gan.g.valid(), &run.generator())?;
         checkpoint::save_module(gan.d.valid(), &run.discriminator())?;
         let images = gan.g.valid().forward(preview.clone(), Mode::Eval);
-        sample::write_grid(&sample::to_faces(images, cfg.generator.output), 8, &run.preview(epoch))?;
+        sample::write_grid(
+            &sample::to_faces(images, cfg.generator.output),
+            8,
+            &run.preview(epoch),
+        )?;
 
         let secs = epoch_start.elapsed().as_secs_f64();
         let n = batches as f64;
@@ -346,7 +412,11 @@ pub fn human_secs(s: f64) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 
@@ -358,7 +428,8 @@ pub fn read_losses(path: &Path) -> Result<Vec<LossRow>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{} line {} is not a loss row", path.display(), i + 1))
+            serde_json::from_str(l)
+                .with_context(|| format!("{} line {} is not a loss row", path.display(), i + 1))
         })
         .collect()
 }

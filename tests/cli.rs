@@ -10,8 +10,21 @@ use image::GenericImageView;
 fn train_small(out: &std::path::Path, epochs: &str, extra: &[&str]) -> String {
     let faces = faces_dir();
     let mut args = vec![
-        "train", "--data", p(&faces), "--limit", "48", "--batch-size", "16", "--epochs", epochs,
-        "--backend", "cpu", "--seed", "7", "--out", p(out),
+        "train",
+        "--data",
+        p(&faces),
+        "--limit",
+        "48",
+        "--batch-size",
+        "16",
+        "--epochs",
+        epochs,
+        "--backend",
+        "cpu",
+        "--seed",
+        "7",
+        "--out",
+        p(out),
     ];
     args.extend_from_slice(extra);
     dcgan_ok(&args)
@@ -19,7 +32,16 @@ fn train_small(out: &std::path::Path, epochs: &str, extra: &[&str]) -> String {
 
 fn losses_without_speed(rows: &[LossRow]) -> Vec<[f32; 6]> {
     rows.iter()
-        .map(|r| [r.d_loss_real, r.d_loss_fake, r.d_loss, r.g_loss, r.d_real_mean, r.d_fake_mean])
+        .map(|r| {
+            [
+                r.d_loss_real,
+                r.d_loss_fake,
+                r.d_loss,
+                r.g_loss,
+                r.d_real_mean,
+                r.d_fake_mean,
+            ]
+        })
         .collect()
 }
 
@@ -33,7 +55,10 @@ fn train_sample_plot_end_to_end() {
 
     // The resolved config is written and reloads.
     let cfg = dcgan::config::TrainingConfig::load(&run.join("config.json")).unwrap();
-    assert_eq!((cfg.epochs, cfg.batch_size, cfg.seed, cfg.data.limit), (2, 16, 7, Some(48)));
+    assert_eq!(
+        (cfg.epochs, cfg.batch_size, cfg.seed, cfg.data.limit),
+        (2, 16, 7, Some(48))
+    );
 
     // 48 images / 16 = 3 batches per epoch, 2 epochs, every value finite.
     let rows = read_losses(&run.join("losses.jsonl")).unwrap();
@@ -41,7 +66,15 @@ fn train_sample_plot_end_to_end() {
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r.step, i + 1);
         assert_eq!(r.epoch, i / 3 + 1);
-        for v in [r.d_loss_real, r.d_loss_fake, r.d_loss, r.g_loss, r.d_real_mean, r.d_fake_mean, r.images_per_sec] {
+        for v in [
+            r.d_loss_real,
+            r.d_loss_fake,
+            r.d_loss,
+            r.g_loss,
+            r.d_real_mean,
+            r.d_fake_mean,
+            r.images_per_sec,
+        ] {
             assert!(v.is_finite(), "row {i}: {r:?}");
         }
         assert!((r.d_loss - r.d_loss_real - r.d_loss_fake).abs() < 1e-5);
@@ -57,7 +90,10 @@ fn train_sample_plot_end_to_end() {
 
     // Checkpoints exist, with no temporary files left beside them.
     for f in ["g.mpk", "d.mpk"] {
-        assert!(std::fs::metadata(run.join(f)).unwrap().len() > 100_000, "{f}");
+        assert!(
+            std::fs::metadata(run.join(f)).unwrap().len() > 100_000,
+            "{f}"
+        );
     }
     let leftovers: Vec<_> = std::fs::read_dir(&run)
         .unwrap()
@@ -74,29 +110,94 @@ fn train_sample_plot_end_to_end() {
 
     // sample reloads g.mpk with the config beside it.
     let grid = tmp.path().join("grid.png");
-    dcgan_ok(&["sample", "--ckpt", p(&run.join("g.mpk")), "--n", "10", "--out", p(&grid), "--backend", "cpu"]);
+    dcgan_ok(&[
+        "sample",
+        "--ckpt",
+        p(&run.join("g.mpk")),
+        "--n",
+        "10",
+        "--out",
+        p(&grid),
+        "--backend",
+        "cpu",
+    ]);
     let img = image::open(&grid).unwrap();
     // ceil(sqrt(10)) = 4 columns, 3 rows.
     assert_eq!(img.dimensions(), (4 * 66 + 2, 3 * 66 + 2));
 
     let again = tmp.path().join("again.png");
-    dcgan_ok(&["sample", "--ckpt", p(&run.join("g.mpk")), "--n", "10", "--out", p(&again), "--backend", "cpu"]);
-    assert_eq!(image::open(&again).unwrap().to_rgb8(), img.to_rgb8(), "same seed, same faces");
+    dcgan_ok(&[
+        "sample",
+        "--ckpt",
+        p(&run.join("g.mpk")),
+        "--n",
+        "10",
+        "--out",
+        p(&again),
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(
+        image::open(&again).unwrap().to_rgb8(),
+        img.to_rgb8(),
+        "same seed, same faces"
+    );
     let other = tmp.path().join("other.png");
     dcgan_ok(&[
-        "sample", "--ckpt", p(&run.join("g.mpk")), "--n", "10", "--seed", "9", "--out", p(&other), "--backend", "cpu",
+        "sample",
+        "--ckpt",
+        p(&run.join("g.mpk")),
+        "--n",
+        "10",
+        "--seed",
+        "9",
+        "--out",
+        p(&other),
+        "--backend",
+        "cpu",
     ]);
-    assert_ne!(image::open(&other).unwrap().to_rgb8(), img.to_rgb8(), "another seed, other faces");
+    assert_ne!(
+        image::open(&other).unwrap().to_rgb8(),
+        img.to_rgb8(),
+        "another seed, other faces"
+    );
 
     let cols = tmp.path().join("cols.png");
     dcgan_ok(&[
-        "sample", "--ckpt", p(&run.join("g.mpk")), "--n", "6", "--cols", "6", "--out", p(&cols), "--backend", "cpu",
+        "sample",
+        "--ckpt",
+        p(&run.join("g.mpk")),
+        "--n",
+        "6",
+        "--cols",
+        "6",
+        "--out",
+        p(&cols),
+        "--backend",
+        "cpu",
     ]);
-    assert_eq!(image::open(&cols).unwrap().dimensions(), (6 * 66 + 2, 66 + 2));
+    assert_eq!(
+        image::open(&cols).unwrap().dimensions(),
+        (6 * 66 + 2, 66 + 2)
+    );
 
     let each = tmp.path().join("each");
-    dcgan_ok(&["sample", "--ckpt", p(&run.join("g.mpk")), "--n", "3", "--each", p(&each), "--backend", "cpu"]);
-    let mut files: Vec<_> = std::fs::read_dir(&each).unwrap().flatten().map(|e| e.path()).collect();
+    dcgan_ok(&[
+        "sample",
+        "--ckpt",
+        p(&run.join("g.mpk")),
+        "--n",
+        "3",
+        "--each",
+        p(&each),
+        "--backend",
+        "cpu",
+    ]);
+    let mut files: Vec<_> = std::fs::read_dir(&each)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     assert_eq!(files.len(), 3);
     for f in &files {
@@ -107,15 +208,42 @@ fn train_sample_plot_end_to_end() {
     dcgan_ok(&["plot", "--run", p(&run)]);
     let chart = image::open(run.join("losses.png")).unwrap().to_rgb8();
     assert_eq!(chart.dimensions(), (1200, 900));
-    let colored = chart.pixels().filter(|px| px[0] != px[1] || px[1] != px[2]).count();
-    let dark = chart.pixels().filter(|px| px[0] < 60 && px[1] < 60 && px[2] < 60).count();
+    let colored = chart
+        .pixels()
+        .filter(|px| px[0] != px[1] || px[1] != px[2])
+        .count();
+    let dark = chart
+        .pixels()
+        .filter(|px| px[0] < 60 && px[1] < 60 && px[2] < 60)
+        .count();
     assert!(colored > 1000, "loss curves drawn in colour ({colored} px)");
     assert!(dark > 1000, "axis text and labels drawn ({dark} px)");
 
     // A second train into the same folder is refused without --force ...
-    let err = dcgan_err(&["train", "--data", p(&faces_dir()), "--limit", "16", "--batch-size", "16", "--epochs", "1", "--backend", "cpu", "--out", p(&run)]);
-    assert!(err.contains("already holds a run") && err.contains("--force"), "{err}");
-    assert_eq!(read_losses(&run.join("losses.jsonl")).unwrap().len(), 6, "refused run left the old one alone");
+    let err = dcgan_err(&[
+        "train",
+        "--data",
+        p(&faces_dir()),
+        "--limit",
+        "16",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+        "--out",
+        p(&run),
+    ]);
+    assert!(
+        err.contains("already holds a run") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        read_losses(&run.join("losses.jsonl")).unwrap().len(),
+        6,
+        "refused run left the old one alone"
+    );
 }
 
 #[test]
@@ -133,28 +261,57 @@ fn same_seed_same_losses_and_force_overwrites() {
     let b = tmp.path().join("b");
     train_small(&b, "1", &["--preset", "notebook", "--lr", "0.002"]);
     let other = read_losses(&b.join("losses.jsonl")).unwrap();
-    assert_ne!(losses_without_speed(&first), losses_without_speed(&other), "other settings, another run");
+    assert_ne!(
+        losses_without_speed(&first),
+        losses_without_speed(&other),
+        "other settings, another run"
+    );
 }
 
 #[test]
 fn help_shows_examples() {
     let out = dcgan(&["train", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("dcgan train --data img_align_celeba --epochs 300"), "{text}");
+    assert!(
+        text.contains("dcgan train --data img_align_celeba --epochs 300"),
+        "{text}"
+    );
 }
 
 #[test]
 fn missing_and_empty_data_folders_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope");
-    let err = dcgan_err(&["train", "--data", p(&missing), "--out", p(&tmp.path().join("r")), "--backend", "cpu"]);
-    assert!(err.contains("does not exist") && err.contains("nope"), "{err}");
+    let err = dcgan_err(&[
+        "train",
+        "--data",
+        p(&missing),
+        "--out",
+        p(&tmp.path().join("r")),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        err.contains("does not exist") && err.contains("nope"),
+        "{err}"
+    );
 
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(empty.join("sub")).unwrap();
     std::fs::write(empty.join("notes.txt"), "hi").unwrap();
-    let err = dcgan_err(&["train", "--data", p(&empty), "--out", p(&tmp.path().join("r")), "--backend", "cpu"]);
-    assert!(err.contains("no images in") && err.contains("*.jpg"), "{err}");
+    let err = dcgan_err(&[
+        "train",
+        "--data",
+        p(&empty),
+        "--out",
+        p(&tmp.path().join("r")),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        err.contains("no images in") && err.contains("*.jpg"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -164,18 +321,37 @@ fn broken_files_are_skipped_by_name_and_nested_folders_found() {
     let data = tmp.path().join("img_align_celeba");
     let inner = data.join("img_align_celeba");
     copy_faces(&inner, 16);
-    let first = std::fs::read_dir(&inner).unwrap().flatten().next().unwrap().path();
+    let first = std::fs::read_dir(&inner)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
     std::fs::rename(&first, inner.join("UPPER.JPG")).unwrap();
     std::fs::write(inner.join("broken.jpg"), b"this is not a jpeg").unwrap();
     std::fs::write(inner.join("empty.jpeg"), b"").unwrap();
-    image::RgbImage::new(50, 40).save(inner.join("tiny.png")).unwrap();
+    image::RgbImage::new(50, 40)
+        .save(inner.join("tiny.png"))
+        .unwrap();
 
     let log = dcgan_ok(&[
-        "train", "--data", p(&data), "--batch-size", "16", "--epochs", "1", "--backend", "cpu",
-        "--out", p(&tmp.path().join("run")),
+        "train",
+        "--data",
+        p(&data),
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+        "--out",
+        p(&tmp.path().join("run")),
     ]);
     assert!(log.contains("broken.jpg"), "{log}");
     assert!(log.contains("empty.jpeg"), "{log}");
     assert!(log.contains("tiny.png") && log.contains("50x40"), "{log}");
-    assert!(log.contains("loaded 16 faces from 19 files") && log.contains("3 skipped"), "{log}");
+    assert!(
+        log.contains("loaded 16 faces from 19 files") && log.contains("3 skipped"),
+        "{log}"
+    );
 }

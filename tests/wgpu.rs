@@ -1,11 +1,15 @@
-//! One training step on WGPU (Mesa's software Vulkan driver, lavapipe, on CI) against the
-//! same step on the CPU backend: same weights, same faces, same noise, so the same losses.
+//! WGPU against the CPU backend, on Mesa's software Vulkan driver (lavapipe) where there is
+//! no GPU: the same training steps give the same losses, a CPU-trained checkpoint samples the
+//! same faces, and a machine without any Vulkan driver gets a clear error or a CPU fallback.
 
 mod common;
+
+use std::process::Command;
 
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Autodiff, Flex, Wgpu};
 use burn::tensor::backend::AutodiffBackend;
+use common::*;
 use dcgan::backend::{self, BackendChoice};
 use dcgan::config::TrainingConfig;
 use dcgan::data::{find_images, load_faces, FaceBatcher, Faces};
@@ -13,7 +17,18 @@ use dcgan::train::{noise, rng, Gan, StepStats, Stream};
 
 const BATCH: usize = 4;
 
-fn two_steps<B: AutodiffBackend>(cfg: &TrainingConfig, faces: &Faces, device: &B::Device) -> Vec<StepStats> {
+/// Keeps a software GPU quick: Mesa's LLVM shader optimiser off (compiling the kernels of a
+/// step otherwise takes ~9 minutes on 2 cores) and no autotuning.
+const LAVAPIPE_ENV: [(&str, &str); 2] = [
+    ("GALLIVM_PERF", "nopt"),
+    ("CUBECL_AUTOTUNE_LEVEL", "minimal"),
+];
+
+fn two_steps<B: AutodiffBackend>(
+    cfg: &TrainingConfig,
+    faces: &Faces,
+    device: &B::Device,
+) -> Vec<StepStats> {
     let batcher = FaceBatcher::new(cfg.data.normalization);
     let mut gan = Gan::<B>::new(cfg, device);
     let mut r = rng(cfg.seed, 1, Stream::Noise);
@@ -31,19 +46,20 @@ fn two_steps<B: AutodiffBackend>(cfg: &TrainingConfig, faces: &Faces, device: &B
 }
 
 #[test]
-fn wgpu_step_matches_cpu_step() {
-    // Autotuning every kernel on a software GPU takes many minutes; the default kernels suffice.
-    std::env::set_var("CUBECL_AUTOTUNE_LEVEL", "minimal");
+fn wgpu_training_steps_match_cpu() {
+    for (k, v) in LAVAPIPE_ENV {
+        std::env::set_var(k, v);
+    }
     let resolved = backend::resolve(BackendChoice::Wgpu).unwrap_or_else(|e| {
         panic!("{e:#}\nthis test needs a Vulkan driver: on Debian/Ubuntu `apt-get install mesa-vulkan-drivers`")
     });
     eprintln!("wgpu adapter: {}", resolved.name());
 
     let mut cfg = TrainingConfig::preset("dcgan").unwrap();
-    // Dropout masks come from each device's own RNG; without dropout the step is deterministic.
+    // Dropout masks come from each device's own RNG; without dropout a step is deterministic.
     cfg.discriminator.dropout = 0.0;
     cfg.batch_size = BATCH;
-    let files = find_images(&common::faces_dir()).unwrap();
+    let files = find_images(&faces_dir()).unwrap();
     let faces = load_faces(&files[..2 * BATCH], cfg.data.crop, cfg.data.filter).unwrap();
 
     let cpu = two_steps::<Autodiff<Flex>>(&cfg, &faces, &Default::default());
@@ -58,7 +74,115 @@ fn wgpu_step_matches_cpu_step() {
         ];
         for (a, b) in pairs {
             assert!(a.is_finite() && b.is_finite());
-            assert!((a - b).abs() <= 1e-3 * a.abs().max(1.0), "step {step}: cpu {c:?} vs wgpu {g:?}");
+            assert!(
+                (a - b).abs() <= 1e-3 * a.abs().max(1.0),
+                "step {step}: cpu {c:?}\nwgpu {g:?}"
+            );
         }
     }
+}
+
+#[test]
+fn wgpu_samples_the_faces_cpu_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let faces = faces_dir();
+    dcgan_ok(&[
+        "train",
+        "--data",
+        p(&faces),
+        "--limit",
+        "16",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+        "--out",
+        p(&run),
+    ]);
+    let mut grids = Vec::new();
+    for backend in ["cpu", "wgpu"] {
+        let out = tmp.path().join(format!("{backend}.png"));
+        let o = Command::new(env!("CARGO_BIN_EXE_dcgan"))
+            .args([
+                "sample",
+                "--ckpt",
+                p(&run.join("g.mpk")),
+                "--n",
+                "4",
+                "--out",
+                p(&out),
+                "--backend",
+                backend,
+            ])
+            .envs(LAVAPIPE_ENV)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        grids.push(image::open(&out).unwrap().to_rgb8());
+    }
+    assert_eq!(grids[0].dimensions(), grids[1].dimensions());
+    let worst = grids[0]
+        .as_raw()
+        .iter()
+        .zip(grids[1].as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(
+        worst <= 2,
+        "CPU and WGPU faces differ by up to {worst} levels"
+    );
+}
+
+#[test]
+fn no_vulkan_driver_is_an_error_for_wgpu_and_a_cpu_fallback_for_auto() {
+    let tmp = tempfile::tempdir().unwrap();
+    let no_driver = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dcgan"))
+            .args(args)
+            .env("VK_ICD_FILENAMES", "/nonexistent.json")
+            .env("VK_DRIVER_FILES", "/nonexistent.json")
+            .output()
+            .unwrap()
+    };
+    let run = tmp.path().join("r");
+    let faces = faces_dir();
+    let base = [
+        "train",
+        "--data",
+        p(&faces),
+        "--limit",
+        "4",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        p(&run),
+    ];
+
+    let o = no_driver(&[&base[..], &["--backend", "wgpu"]].concat());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("no GPU adapter found") && stderr.contains("--backend cpu"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!run.join("config.json").exists(), "nothing started");
+
+    let o = no_driver(&base);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no GPU found, training on the CPU"),
+        "{stderr}"
+    );
 }

@@ -30,9 +30,18 @@ pub fn dcgan_ok(args: &[&str]) -> String {
 pub fn dcgan_err(args: &[&str]) -> String {
     let out = dcgan(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "dcgan {args:?} should have failed:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "dcgan {args:?} panicked:\n{stderr}");
-    assert!(!stderr.contains("RUST_BACKTRACE"), "dcgan {args:?} printed a backtrace hint:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "dcgan {args:?} should have failed:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "dcgan {args:?} panicked:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("RUST_BACKTRACE"),
+        "dcgan {args:?} printed a backtrace hint:\n{stderr}"
+    );
     stderr
 }
 
@@ -43,7 +52,11 @@ pub fn p(path: &Path) -> &str {
 /// Copies the first `n` committed faces into `dir`.
 pub fn copy_faces(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir).unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(faces_dir()).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(faces_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     for f in files.iter().take(n) {
         std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();

@@ -1,21 +1,31 @@
-//! Checkpoints: burn named-MessagePack records (`.mpk`), written whole or not at all.
+//! Checkpoints that survive crashes: burn named-MessagePack records (`.mpk`) plus a manifest.
 //!
-//! Each file is written to a temporary name in the same folder, flushed to disk and renamed
-//! over the old one, so a crash or a full disk never leaves a torn checkpoint behind.
+//! A checkpoint is four records (both networks, both optimisers) in `checkpoints/`, named by
+//! step, and `checkpoint.json`, which lists them with their sizes and CRC-32s. Every file is
+//! written to a temporary name, flushed and renamed; the manifest goes last, so whatever
+//! moment a crash, a kill or a full disk strikes, `checkpoint.json` names a complete set.
+//! Older records are deleted only after the new manifest is in place.
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainingConfig;
 
 type Mpk = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+pub const MANIFEST: &str = "checkpoint.json";
+pub const RECORDS: &str = "checkpoints";
+const FORMAT: u32 = 1;
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the folder).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!(".{name}.partial"));
@@ -23,7 +33,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -31,36 +45,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-pub fn record_bytes<B: Backend, M: Module<B>>(module: M) -> Result<Vec<u8>> {
-    Mpk::default()
-        .record(module.into_record(), ())
-        .context("cannot serialise model record")
+pub fn record_bytes<B: Backend, R: Record<B>>(record: R) -> Result<Vec<u8>> {
+    Mpk::default().record(record, ()).context("cannot serialise record")
 }
 
 pub fn save_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<()> {
-    write_atomic(path, &record_bytes(module)?)
+    write_atomic(path, &record_bytes::<B, _>(module.into_record())?)
 }
 
-/// Loads a record saved by [`save_module`] into `module`, which fixes the architecture.
-pub fn load_module<B: Backend, M: Module<B>>(
-    module: M,
-    path: &Path,
-    device: &B::Device,
-) -> Result<M> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let record = Mpk::default().load(bytes, device).map_err(|e| {
+fn decode<B: Backend, R: Record<B>>(bytes: Vec<u8>, path: &Path, device: &B::Device) -> Result<R> {
+    Mpk::default().load(bytes, device).map_err(|e| {
         anyhow::anyhow!(
-            "{} is not a dcgan checkpoint of this network ({e}); pass the g.mpk written by `dcgan train`",
+            "{} is not a dcgan record of this network ({e}); pass a file written by `dcgan train`",
             path.display()
         )
-    })?;
+    })
+}
+
+pub fn load_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Device) -> Result<R> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    decode(bytes, path, device)
+}
+
+/// Loads a module record into `module`, which fixes the architecture; a record of another
+/// shape is an error naming the file.
+pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path, device: &B::Device) -> Result<M> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    module_from_bytes(module, bytes, path, device)
+}
+
+fn module_from_bytes<B: Backend, M: Module<B>>(module: M, bytes: Vec<u8>, path: &Path, device: &B::Device) -> Result<M> {
+    let record = decode(bytes, path, device)?;
     let expected = shapes(&module);
     let loaded = module.load_record(record);
     let found = shapes(&loaded);
     if found != expected {
-        anyhow::bail!(
-            "{} holds a network of another shape than its config.json describes \
+        bail!(
+            "{} holds a network of another architecture than its config describes \
              (parameter shapes {found:?}, expected {expected:?}); pass the config it was trained with (--config)",
             path.display()
         );
@@ -80,4 +101,213 @@ fn shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
     let mut v = Shapes(Vec::new());
     module.visit(&mut v);
     v.0
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct FileEntry {
+    /// Path relative to the run folder.
+    pub name: String,
+    pub bytes: u64,
+    pub crc32: u32,
+}
+
+/// Which images a run trains on, so a resume can refuse a data folder that changed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DataFingerprint {
+    pub dir: PathBuf,
+    pub files: usize,
+    pub faces: usize,
+    /// CRC-32 of the sorted file list (paths relative to `dir`).
+    pub list_crc32: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    /// Batches trained so far; the run continues with step `step + 1`.
+    pub step: usize,
+    /// The epoch that step belongs to, and how many of its batches are done.
+    pub epoch: usize,
+    pub batches_done: usize,
+    pub data: DataFingerprint,
+    pub config: TrainingConfig,
+    pub files: Vec<FileEntry>,
+}
+
+/// The record files of one checkpoint, as bytes, under their roles.
+pub struct Records {
+    pub g: Vec<u8>,
+    pub d: Vec<u8>,
+    pub g_optim: Vec<u8>,
+    pub d_optim: Vec<u8>,
+}
+
+/// The run folder's files, in one place.
+#[derive(Clone, Debug)]
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join("config.json")
+    }
+    pub fn generator(&self) -> PathBuf {
+        self.0.join("g.mpk")
+    }
+    pub fn discriminator(&self) -> PathBuf {
+        self.0.join("d.mpk")
+    }
+    pub fn losses(&self) -> PathBuf {
+        self.0.join("losses.jsonl")
+    }
+    pub fn manifest(&self) -> PathBuf {
+        self.0.join(MANIFEST)
+    }
+    pub fn records(&self) -> PathBuf {
+        self.0.join(RECORDS)
+    }
+    pub fn samples(&self) -> PathBuf {
+        self.0.join("samples")
+    }
+    pub fn preview(&self, epoch: usize) -> PathBuf {
+        self.samples().join(format!("epoch_{epoch:04}.png"))
+    }
+
+    pub fn holds_run(&self) -> Option<PathBuf> {
+        [self.manifest(), self.config(), self.generator(), self.losses()]
+            .into_iter()
+            .find(|p| p.exists())
+    }
+
+    /// Makes the folder for a new run, refusing one that already holds a run unless
+    /// `force`, and proves it writable before hours of training depend on it.
+    pub fn prepare_new(&self, force: bool) -> Result<()> {
+        if let Some(existing) = self.holds_run() {
+            if !force {
+                bail!(
+                    "{} already holds a run ({} exists)\n  continue it with --resume, choose another folder with --out, or pass --force to overwrite it",
+                    self.0.display(),
+                    existing.display()
+                );
+            }
+            for f in [self.manifest(), self.config(), self.losses(), self.generator(), self.discriminator()] {
+                let _ = std::fs::remove_file(f);
+            }
+            let _ = std::fs::remove_dir_all(self.records());
+            let _ = std::fs::remove_dir_all(self.samples());
+        }
+        self.prepare_dirs()
+    }
+
+    pub fn prepare_dirs(&self) -> Result<()> {
+        for dir in [self.samples(), self.records()] {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}; choose another run folder with --out", dir.display()))?;
+        }
+        let probe = self.0.join(".write-test");
+        std::fs::write(&probe, b"ok")
+            .with_context(|| format!("run folder {} is not writable; choose another with --out", self.0.display()))?;
+        let _ = std::fs::remove_file(probe);
+        Ok(())
+    }
+
+    /// Commits a checkpoint: records first, then the manifest (the commit point), then the
+    /// convenience copies `g.mpk`/`d.mpk`, then removal of records no manifest names.
+    pub fn commit(&self, mut manifest: Manifest, records: &Records) -> Result<()> {
+        let prefix = format!("{:09}", manifest.step);
+        manifest.files.clear();
+        for (role, bytes) in [("g", &records.g), ("d", &records.d), ("g_optim", &records.g_optim), ("d_optim", &records.d_optim)] {
+            let name = format!("{RECORDS}/{prefix}-{role}.mpk");
+            write_atomic(&self.0.join(&name), bytes)?;
+            manifest.files.push(FileEntry { name, bytes: bytes.len() as u64, crc32: crc32fast::hash(bytes) });
+        }
+        let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
+        write_atomic(&self.manifest(), json.as_bytes())?;
+        write_atomic(&self.generator(), &records.g)?;
+        write_atomic(&self.discriminator(), &records.d)?;
+        self.remove_stale(&manifest);
+        Ok(())
+    }
+
+    /// Deletes records the manifest does not name, and temporary files a kill left behind.
+    pub fn remove_stale(&self, manifest: &Manifest) {
+        let keep: Vec<PathBuf> = manifest.files.iter().map(|f| self.0.join(&f.name)).collect();
+        for dir in [self.records(), self.0.clone(), self.samples()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stale_record = dir == self.records() && !keep.contains(&path);
+                if stale_record || name.ends_with(".partial") {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+
+    /// Reads and verifies the manifest and every record it names.
+    pub fn load_checkpoint(&self) -> Result<(Manifest, Records)> {
+        let path = self.manifest();
+        if !path.exists() {
+            bail!(
+                "{} holds no checkpoint ({} is missing): nothing to resume; start a new run without --resume",
+                self.0.display(),
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged or not a dcgan checkpoint manifest", path.display()))?;
+        if manifest.format != FORMAT {
+            bail!("{} has format {}, this dcgan reads format {FORMAT}", path.display(), manifest.format);
+        }
+        let read = |role: &str| -> Result<Vec<u8>> {
+            let entry = manifest
+                .files
+                .iter()
+                .find(|f| f.name.ends_with(&format!("-{role}.mpk")))
+                .with_context(|| format!("{} lists no {role} record", path.display()))?;
+            let file = self.0.join(&entry.name);
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("checkpoint file {} is missing or unreadable", file.display()))?;
+            if bytes.len() as u64 != entry.bytes {
+                bail!(
+                    "checkpoint file {} is truncated or replaced: {} bytes, the manifest says {}",
+                    file.display(),
+                    bytes.len(),
+                    entry.bytes
+                );
+            }
+            if crc32fast::hash(&bytes) != entry.crc32 {
+                bail!("checkpoint file {} is corrupt: its CRC-32 does not match the manifest", file.display());
+            }
+            Ok(bytes)
+        };
+        let records = Records { g: read("g")?, d: read("d")?, g_optim: read("g_optim")?, d_optim: read("d_optim")? };
+        Ok((manifest, records))
+    }
+}
+
+impl Manifest {
+    pub fn new(step: usize, batches_per_epoch: usize, data: DataFingerprint, config: TrainingConfig) -> Self {
+        Self {
+            format: FORMAT,
+            step,
+            epoch: step.saturating_sub(1) / batches_per_epoch + 1,
+            batches_done: if step == 0 { 0 } else { (step - 1) % batches_per_epoch + 1 },
+            data,
+            config,
+            files: Vec::new(),
+        }
+    }
+}
+
+/// Decodes a module from checkpoint bytes, checking its architecture.
+pub fn module_from_record_bytes<B: Backend, M: Module<B>>(module: M, bytes: &[u8], name: &Path, device: &B::Device) -> Result<M> {
+    module_from_bytes(module, bytes.to_vec(), name, device)
+}
+
+/// Decodes any record (an optimiser's state) from checkpoint bytes.
+pub fn record_from_bytes<B: Backend, R: Record<B>>(bytes: &[u8], name: &Path, device: &B::Device) -> Result<R> {
+    decode(bytes.to_vec(), name, device)
 }

@@ -2,15 +2,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::backend::{self, Autodiff, BackendChoice};
+use crate::checkpoint::{DataFingerprint, RunDir};
 use crate::config::TrainingConfig;
 use crate::data;
+use crate::interrupt;
 use crate::plot;
 use crate::sample::{self, SampleArgs};
-use crate::train::{self, RunDir};
+use crate::train::{self, Outcome, Start};
 use crate::with_backend;
 
 #[derive(Parser, Debug)]
@@ -35,18 +37,21 @@ pub enum Command {
 /// Train G and D on a folder of face photos; checkpoints, losses and previews go to --out.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4"
+    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4\n  dcgan train --resume --out run --epochs 400\n\nCtrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and says how to resume."
 )]
 pub struct TrainArgs {
     /// Folder of JPEG/PNG faces, searched recursively (e.g. img_align_celeba).
-    #[arg(long, value_name = "DIR")]
-    pub data: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint (only --epochs may change).
+    #[arg(long, conflicts_with_all = ["config", "preset", "batch_size", "limit", "lr", "seed", "force"])]
+    pub resume: bool,
     /// Start from a JSON config file instead of a preset.
     #[arg(long, value_name = "FILE", conflicts_with = "preset")]
     pub config: Option<PathBuf>,
-    /// Built-in preset: `dcgan` (the paper's recipe) or `notebook` (the reference as it ran).
-    #[arg(long, default_value = "dcgan", value_name = "NAME")]
-    pub preset: String,
+    /// Built-in preset: `dcgan` (the paper's recipe, the default) or `notebook` (the reference as it ran).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
     /// Number of passes over the data.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -131,7 +136,7 @@ impl TrainArgs {
     pub fn resolve_config(&self) -> Result<TrainingConfig> {
         let mut cfg = match &self.config {
             Some(path) => TrainingConfig::load(path)?,
-            None => TrainingConfig::preset(&self.preset)?,
+            None => TrainingConfig::preset(self.preset.as_deref().unwrap_or("dcgan"))?,
         };
         if let Some(v) = self.epochs {
             cfg.epochs = v;
@@ -163,14 +168,38 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn train_command(args: TrainArgs) -> Result<()> {
-    let cfg = args.resolve_config()?;
     let run = RunDir(args.out.clone());
+    // Everything that can be checked is checked before a byte is decoded.
+    let (cfg, data_dir, start) = if args.resume {
+        let (manifest, records) = run.load_checkpoint()?;
+        let mut cfg = manifest.config.clone();
+        if let Some(epochs) = args.epochs {
+            if epochs < manifest.epoch {
+                bail!(
+                    "--epochs {epochs} is fewer than the {} epochs this run has reached; pass at least {}",
+                    manifest.epoch,
+                    manifest.epoch
+                );
+            }
+            cfg.epochs = epochs;
+        }
+        let data_dir = args.data.clone().unwrap_or_else(|| manifest.data.dir.clone());
+        (cfg, data_dir, Start::Resume(manifest, records))
+    } else {
+        let data_dir = args.data.clone().expect("clap requires --data without --resume");
+        (args.resolve_config()?, data_dir, Start::Fresh)
+    };
     let resolved = backend::resolve(args.backend)?;
-    let mut files = data::find_images(&args.data)?;
+    let mut files = data::find_images(&data_dir)?;
     if let Some(limit) = cfg.data.limit {
         files.truncate(limit);
     }
-    run.prepare(args.force)?;
+    data::check_crop_fits(&files, cfg.data.crop)?;
+    match &start {
+        Start::Fresh => run.prepare_new(args.force)?,
+        Start::Resume(..) => run.prepare_dirs()?,
+    }
+
     let t = std::time::Instant::now();
     let faces = data::load_faces(&files, cfg.data.crop, cfg.data.filter)?;
     eprintln!(
@@ -181,9 +210,51 @@ fn train_command(args: TrainArgs) -> Result<()> {
         faces.skipped.len(),
         resolved.name()
     );
-    with_backend!(resolved, |B, device| train::train::<Autodiff<B>>(
-        &cfg, &faces, &run, &device
-    ))
+    let fingerprint = DataFingerprint {
+        dir: std::path::absolute(&data_dir).unwrap_or_else(|_| data_dir.clone()),
+        files: files.len(),
+        faces: faces.len(),
+        list_crc32: data::list_crc32(&data_dir, &files),
+    };
+    if let Start::Resume(manifest, _) = &start {
+        // The folder may have moved; the images in it must be the same.
+        let same = |d: &DataFingerprint| (d.files, d.faces, d.list_crc32);
+        if same(&manifest.data) != same(&fingerprint) {
+            bail!(
+                "the images changed since this run started ({} files, {} usable then; {} files, {} usable now in {}): \
+                 an exact resume needs the same images; point --data at the original folder",
+                manifest.data.files,
+                manifest.data.faces,
+                fingerprint.files,
+                fingerprint.faces,
+                data_dir.display()
+            );
+        }
+        eprintln!(
+            "resuming {} at epoch {}, step {} of {}",
+            run.0.display(),
+            manifest.epoch,
+            manifest.step,
+            cfg.epochs * (faces.len() / cfg.batch_size)
+        );
+    }
+    interrupt::install();
+    let outcome = with_backend!(resolved, |B, device| train::train::<Autodiff<B>>(
+        &cfg,
+        &faces,
+        fingerprint,
+        &run,
+        start,
+        &device
+    ))?;
+    if let Outcome::Interrupted { epoch, step } = outcome {
+        eprintln!(
+            "interrupted: checkpoint saved at epoch {epoch}, step {step}. Continue with:\n  dcgan train --resume --out {}",
+            run.0.display()
+        );
+        std::process::exit(130);
+    }
+    Ok(())
 }
 
 fn sample_command(args: SampleCli) -> Result<()> {

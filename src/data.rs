@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use image::{imageops, ImageReader, Limits, RgbImage};
+use std::io::Cursor;
+
+use image::{imageops, ImageFormat, ImageReader, Limits, RgbImage};
 use rayon::prelude::*;
 
 use crate::config::{CropBox, Normalization, ResizeFilter};
@@ -113,6 +115,44 @@ fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
+/// Refuses a crop box that lies outside the images before any decoding: the first few
+/// readable files' headers say how large the photos are.
+pub fn check_crop_fits(files: &[PathBuf], crop: CropBox) -> Result<()> {
+    let sizes: Vec<(&PathBuf, (u32, u32))> = files
+        .iter()
+        .filter_map(|f| {
+            let reader = ImageReader::open(f).ok()?.with_guessed_format().ok()?;
+            Some((f, reader.into_dimensions().ok()?))
+        })
+        .take(5)
+        .collect();
+    if let Some((file, (w, h))) = sizes.first() {
+        if sizes.iter().all(|(_, (w, h))| crop.right > *w || crop.bottom > *h) {
+            bail!(
+                "the crop box (left {}, top {}, right {}, bottom {}) lies outside the images: {} is {w}x{h}\n  \
+                 set data.crop in the config to a box inside the photos (CelebA's are 178x218)",
+                crop.left,
+                crop.top,
+                crop.right,
+                crop.bottom,
+                file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// CRC-32 of the file list, relative to `dir`: identifies the data a run trained on.
+pub fn list_crc32(dir: &Path, files: &[PathBuf]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for f in files {
+        let rel = f.strip_prefix(dir).unwrap_or(f);
+        h.update(rel.as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+    }
+    h.finalize()
+}
+
 /// Decodes `files` on all cores. Unusable files are skipped with a warning (the first ten
 /// named, then a count); it is an error only if no file at all is usable.
 pub fn load_faces(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Result<Faces> {
@@ -174,18 +214,31 @@ pub fn load_faces(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Res
 
 /// One file to one 64x64 RGB face, or a one-line reason it cannot be used.
 pub fn load_face(path: &Path, crop: CropBox, filter: ResizeFilter) -> Result<Vec<u8>, String> {
-    let mut reader = ImageReader::open(path)
-        .map_err(|e| format!("cannot open: {e}"))?
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read: {e}"))?;
+    let size = std::fs::metadata(path).map_err(|e| format!("cannot open: {e}"))?.len();
+    if size == 0 {
+        return Err("empty file (0 bytes)".into());
+    }
+    if size > MAX_DECODE_BYTES {
+        return Err(format!("file is {size} bytes, too large for a face photo"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    // Judge by contents, not by name: a PNG named .jpg is fine, text named .jpg is not.
+    let format = image::guess_format(&bytes)
+        .ok()
+        .filter(|f| matches!(f, ImageFormat::Jpeg | ImageFormat::Png))
+        .ok_or("not a JPEG or PNG image (unrecognised contents)")?;
+    // A truncated JPEG decodes "successfully" with its missing rows filled grey; the
+    // end-of-image marker (FF D9, which never occurs inside entropy-coded data) tells.
+    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    if format == ImageFormat::Jpeg && !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err("truncated JPEG (no end-of-image marker); re-download or delete it".into());
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    if reader.format().is_none() {
-        return Err("not a JPEG or PNG image (unrecognised contents)".into());
-    }
     let img = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
     face_from_rgb(&img.to_rgb8(), crop, filter)
 }

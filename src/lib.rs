@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod interrupt;
 pub mod model;
 pub mod plot;
 pub mod progress;

@@ -1,13 +1,17 @@
-//! The alternating DCGAN loop, written once for every backend.
+//! The alternating DCGAN loop, written once for every backend, and resumable at any batch.
 //!
 //! Per batch, as the notebook: fakes from G in inference mode, detached; one D update on the
 //! real batch (label 1); one D update on the fakes (label 0); one G update through a frozen D
 //! on fresh noise (label 1).
+//!
+//! Every random number is drawn from a stream keyed by (seed, epoch or step, purpose), never
+//! from a generator that runs across steps, so a resumed run needs no saved RNG state to
+//! continue exactly where it stopped.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
@@ -20,12 +24,16 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint;
+use crate::checkpoint::{self, DataFingerprint, Manifest, Records, RunDir};
 use crate::config::{AdamSettings, TrainingConfig};
 use crate::data::{FaceBatcher, Faces};
+use crate::interrupt;
 use crate::model::{Discriminator, Generator, Mode};
 use crate::progress;
 use crate::sample;
+
+/// A long epoch still checkpoints this often, so a killed run loses at most this much.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// One row of `losses.jsonl`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -43,69 +51,7 @@ pub struct LossRow {
     pub images_per_sec: f32,
 }
 
-/// The run folder's files, in one place.
-pub struct RunDir(pub PathBuf);
-
-impl RunDir {
-    pub fn config(&self) -> PathBuf {
-        self.0.join("config.json")
-    }
-    pub fn generator(&self) -> PathBuf {
-        self.0.join("g.mpk")
-    }
-    pub fn discriminator(&self) -> PathBuf {
-        self.0.join("d.mpk")
-    }
-    pub fn losses(&self) -> PathBuf {
-        self.0.join("losses.jsonl")
-    }
-    pub fn samples(&self) -> PathBuf {
-        self.0.join("samples")
-    }
-    pub fn preview(&self, epoch: usize) -> PathBuf {
-        self.samples().join(format!("epoch_{epoch:04}.png"))
-    }
-
-    /// Makes the folder, refusing one that already holds a run unless `force`, and proves it
-    /// writable before hours of training depend on it.
-    pub fn prepare(&self, force: bool) -> Result<()> {
-        let existing: Vec<PathBuf> = [self.config(), self.generator(), self.losses()]
-            .into_iter()
-            .filter(|p| p.exists())
-            .collect();
-        if !existing.is_empty() && !force {
-            bail!(
-                "{} already holds a run ({} exists)\n  choose another folder with --out, or pass --force to overwrite it",
-                self.0.display(),
-                existing[0].display()
-            );
-        }
-        std::fs::create_dir_all(self.samples())
-            .with_context(|| format!("cannot create run folder {}", self.0.display()))?;
-        if force {
-            for f in [self.losses(), self.generator(), self.discriminator()] {
-                let _ = std::fs::remove_file(f);
-            }
-            if let Ok(entries) = std::fs::read_dir(self.samples()) {
-                for e in entries.flatten() {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        let probe = self.0.join(".write-test");
-        std::fs::write(&probe, b"ok").with_context(|| {
-            format!(
-                "run folder {} is not writable; choose another with --out",
-                self.0.display()
-            )
-        })?;
-        let _ = std::fs::remove_file(probe);
-        Ok(())
-    }
-}
-
-/// Independent random streams, each derived from the run seed, the epoch and a purpose, so an
-/// epoch's shuffle and noise do not depend on how many numbers earlier epochs drew.
+/// Independent random streams, each derived from the run seed, an index and a purpose.
 #[derive(Clone, Copy)]
 pub enum Stream {
     GeneratorInit = 1,
@@ -116,40 +62,31 @@ pub enum Stream {
     Dropout = 6,
 }
 
-pub fn stream_seed(seed: u64, epoch: usize, stream: Stream) -> u64 {
+pub fn stream_seed(seed: u64, index: usize, stream: Stream) -> u64 {
     // SplitMix64 finaliser: nearby inputs give unrelated seeds.
     let mut z = seed
-        .wrapping_add((epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add((index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .wrapping_add((stream as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
-pub fn rng(seed: u64, epoch: usize, stream: Stream) -> StdRng {
-    StdRng::seed_from_u64(stream_seed(seed, epoch, stream))
+pub fn rng(seed: u64, index: usize, stream: Stream) -> StdRng {
+    StdRng::seed_from_u64(stream_seed(seed, index, stream))
 }
 
 /// Binary cross-entropy of `sigmoid(logits)` against a constant label, computed from the
 /// logits as max(x, 0) - x*y + log(1 + exp(-|x|)), which never takes the log of zero.
 pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 2>, label: f32) -> Tensor<B, 1> {
     let softplus = logits.clone().abs().neg().exp().log1p();
-    logits
-        .clone()
-        .clamp_min(0.0)
-        .sub(logits.mul_scalar(label))
-        .add(softplus)
-        .mean()
+    logits.clone().clamp_min(0.0).sub(logits.mul_scalar(label)).add(softplus).mean()
 }
 
 type Opt<M, B> = OptimizerAdaptor<Adam, M, B>;
 
 fn adam<B: AutodiffBackend, M: AutodiffModule<B>>(s: &AdamSettings) -> Opt<M, B> {
-    AdamConfig::new()
-        .with_beta_1(s.beta1)
-        .with_beta_2(s.beta2)
-        .with_epsilon(s.epsilon)
-        .init()
+    AdamConfig::new().with_beta_1(s.beta1).with_beta_2(s.beta2).with_epsilon(s.epsilon).init()
 }
 
 /// Both networks and their optimisers: everything one training step changes.
@@ -174,21 +111,15 @@ pub struct StepStats {
 
 impl StepStats {
     pub fn all_finite(&self) -> bool {
-        [self.d_loss_real, self.d_loss_fake, self.g_loss]
-            .iter()
-            .all(|x| x.is_finite())
+        [self.d_loss_real, self.d_loss_fake, self.g_loss].iter().all(|x| x.is_finite())
     }
 }
 
 impl<B: AutodiffBackend> Gan<B> {
     pub fn new(cfg: &TrainingConfig, device: &B::Device) -> Self {
         Self {
-            g: cfg
-                .generator
-                .init(stream_seed(cfg.seed, 0, Stream::GeneratorInit), device),
-            d: cfg
-                .discriminator
-                .init(stream_seed(cfg.seed, 0, Stream::DiscriminatorInit), device),
+            g: cfg.generator.init(stream_seed(cfg.seed, 0, Stream::GeneratorInit), device),
+            d: cfg.discriminator.init(stream_seed(cfg.seed, 0, Stream::DiscriminatorInit), device),
             opt_g: adam(&cfg.optimizer_g),
             opt_d: adam(&cfg.optimizer_d),
             lr_g: cfg.optimizer_g.lr,
@@ -196,22 +127,31 @@ impl<B: AutodiffBackend> Gan<B> {
         }
     }
 
+    /// Serialised networks and optimiser states.
+    pub fn records(&self) -> Result<Records> {
+        Ok(Records {
+            g: checkpoint::record_bytes::<B, _>(self.g.clone().into_record())?,
+            d: checkpoint::record_bytes::<B, _>(self.d.clone().into_record())?,
+            g_optim: checkpoint::record_bytes::<B, _>(self.opt_g.to_record())?,
+            d_optim: checkpoint::record_bytes::<B, _>(self.opt_d.to_record())?,
+        })
+    }
+
+    /// Rebuilds the networks from `cfg` and loads a checkpoint's weights and optimiser state.
+    pub fn restore(cfg: &TrainingConfig, records: &Records, run: &RunDir, device: &B::Device) -> Result<Self> {
+        let fresh = Self::new(cfg, device);
+        let name = |role: &str| run.records().join(format!("*-{role}.mpk"));
+        let g = checkpoint::module_from_record_bytes(fresh.g, &records.g, &name("g"), device)?;
+        let d = checkpoint::module_from_record_bytes(fresh.d, &records.d, &name("d"), device)?;
+        let opt_g = fresh.opt_g.load_record(checkpoint::record_from_bytes(&records.g_optim, &name("g_optim"), device)?);
+        let opt_d = fresh.opt_d.load_record(checkpoint::record_from_bytes(&records.d_optim, &name("d_optim"), device)?);
+        Ok(Self { g, d, opt_g, opt_d, lr_g: fresh.lr_g, lr_d: fresh.lr_d })
+    }
+
     /// One notebook step. `noise_d` makes the fakes D learns from, `noise_g` those G learns
     /// through.
-    pub fn step(
-        self,
-        real: Tensor<B, 4>,
-        noise_d: Tensor<B, 2>,
-        noise_g: Tensor<B, 2>,
-    ) -> (Self, StepStats) {
-        let Self {
-            g,
-            d,
-            mut opt_g,
-            mut opt_d,
-            lr_g,
-            lr_d,
-        } = self;
+    pub fn step(self, real: Tensor<B, 4>, noise_d: Tensor<B, 2>, noise_g: Tensor<B, 2>) -> (Self, StepStats) {
+        let Self { g, d, mut opt_g, mut opt_d, lr_g, lr_d } = self;
 
         // Keras predict_on_batch: inference mode, no graph, so D's loss cannot reach G.
         let fakes = Tensor::from_inner(g.valid().forward(noise_d.inner(), Mode::Eval));
@@ -230,21 +170,12 @@ impl<B: AutodiffBackend> Gan<B> {
 
         // D frozen: its weights need no gradients, its BatchNorm uses running statistics.
         let frozen = d.clone().no_grad();
-        let loss_g = bce_with_logits(
-            frozen.forward(g.forward(noise_g, Mode::Train), Mode::Frozen),
-            1.0,
-        );
+        let loss_g = bce_with_logits(frozen.forward(g.forward(noise_g, Mode::Train), Mode::Frozen), 1.0);
         let grads = GradientsParams::from_grads(loss_g.backward(), &g);
         let g = opt_g.step(lr_g, g, grads);
 
         let stats = Tensor::cat(
-            vec![
-                loss_real.detach(),
-                loss_fake.detach(),
-                loss_g.detach(),
-                real_mean,
-                fake_mean,
-            ],
+            vec![loss_real.detach(), loss_fake.detach(), loss_g.detach(), real_mean, fake_mean],
             0,
         )
         .into_data()
@@ -257,31 +188,13 @@ impl<B: AutodiffBackend> Gan<B> {
             d_real_mean: stats[3],
             d_fake_mean: stats[4],
         };
-        (
-            Self {
-                g,
-                d,
-                opt_g,
-                opt_d,
-                lr_g,
-                lr_d,
-            },
-            stats,
-        )
+        (Self { g, d, opt_g, opt_d, lr_g, lr_d }, stats)
     }
 }
 
-pub fn noise<B: Backend>(
-    cfg: &TrainingConfig,
-    rng: &mut StdRng,
-    n: usize,
-    device: &B::Device,
-) -> Tensor<B, 2> {
+pub fn noise<B: Backend>(cfg: &TrainingConfig, rng: &mut StdRng, n: usize, device: &B::Device) -> Tensor<B, 2> {
     let dim = cfg.generator.noise_dim;
-    Tensor::from_data(
-        TensorData::new(cfg.generator.noise.sample(rng, n * dim), [n, dim]),
-        device,
-    )
+    Tensor::from_data(TensorData::new(cfg.generator.noise.sample(rng, n * dim), [n, dim]), device)
 }
 
 /// The same 64 noise vectors every epoch, so the preview grids show one face changing.
@@ -289,13 +202,38 @@ pub fn preview_noise<B: Backend>(cfg: &TrainingConfig, device: &B::Device) -> Te
     noise(cfg, &mut rng(cfg.seed, 0, Stream::Preview), 64, device)
 }
 
-/// Trains for `cfg.epochs` epochs, writing everything the run folder promises.
+/// The image order of an epoch (1-based): a pure function of the seed and the epoch.
+pub fn epoch_order(cfg: &TrainingConfig, faces: usize, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..faces).collect();
+    if cfg.data.shuffle {
+        order.shuffle(&mut rng(cfg.seed, epoch, Stream::Shuffle));
+    }
+    order
+}
+
+/// How a call to [`train`] ended when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Finished,
+    /// Stopped by Ctrl-C or SIGTERM after saving a checkpoint at this step.
+    Interrupted { epoch: usize, step: usize },
+}
+
+/// Where a run starts: fresh, or from a checkpoint read by `RunDir::load_checkpoint`.
+pub enum Start {
+    Fresh,
+    Resume(Manifest, Records),
+}
+
+/// Trains until `cfg.epochs` epochs are done, writing everything the run folder promises.
 pub fn train<B: AutodiffBackend>(
     cfg: &TrainingConfig,
     faces: &Faces,
+    data: DataFingerprint,
     run: &RunDir,
+    start: Start,
     device: &B::Device,
-) -> Result<()> {
+) -> Result<Outcome> {
     let batches = faces.len() / cfg.batch_size;
     if batches == 0 {
         bail!(
@@ -304,44 +242,57 @@ pub fn train<B: AutodiffBackend>(
             cfg.batch_size
         );
     }
+    let (mut gan, mut step) = match &start {
+        Start::Fresh => (Gan::<B>::new(cfg, device), 0),
+        Start::Resume(manifest, records) => (Gan::<B>::restore(cfg, records, run, device)?, manifest.step),
+    };
     checkpoint::write_atomic(&run.config(), cfg.to_json().as_bytes())?;
-    let mut log = BufWriter::new(
-        File::create(run.losses())
-            .with_context(|| format!("cannot create {}", run.losses().display()))?,
-    );
+    let mut log = open_log(run, step)?;
     let batcher = FaceBatcher::new(cfg.data.normalization);
     let preview = preview_noise::<B::InnerBackend>(cfg, device);
-    let mut gan = Gan::<B>::new(cfg, device);
+    let total = batches * cfg.epochs;
     let started = Instant::now();
-    let mut step = 0;
+    let first_step = step;
+    let mut last_checkpoint = Instant::now();
+    let commit = |gan: &Gan<B>, step: usize| -> Result<()> {
+        run.commit(Manifest::new(step, batches, data.clone(), cfg.clone()), &gan.records()?)
+            .context("the previous checkpoint is intact; fix the problem (e.g. free disk space) and continue with --resume")
+    };
 
-    for epoch in 1..=cfg.epochs {
+    while step < total {
+        let epoch = step / batches + 1;
         let epoch_start = Instant::now();
-        let mut order: Vec<usize> = (0..faces.len()).collect();
-        if cfg.data.shuffle {
-            order.shuffle(&mut rng(cfg.seed, epoch, Stream::Shuffle));
-        }
-        let mut noise_rng = rng(cfg.seed, epoch, Stream::Noise);
-        B::seed(device, stream_seed(cfg.seed, epoch, Stream::Dropout));
+        let order = epoch_order(cfg, faces.len(), epoch);
         let bar = progress::bar(batches as u64, &format!("epoch {epoch}"));
+        bar.set_position((step % batches) as u64);
         let mut sums = [0f64; 4];
+        let mut done = 0usize;
 
-        for batch in order.chunks_exact(cfg.batch_size) {
+        for batch in order.chunks_exact(cfg.batch_size).skip(step % batches) {
             let t = Instant::now();
             let real = batcher.batch::<B>(faces, batch, device);
+            let mut noise_rng = rng(cfg.seed, step, Stream::Noise);
             let noise_d = noise::<B>(cfg, &mut noise_rng, cfg.batch_size, device);
             let noise_g = noise::<B>(cfg, &mut noise_rng, cfg.batch_size, device);
+            B::seed(device, stream_seed(cfg.seed, step, Stream::Dropout));
             let (next, s) = gan.step(real, noise_d, noise_g);
-            gan = next;
-            step += 1;
             if !s.all_finite() {
+                bar.finish_and_clear();
                 log.flush()?;
                 bail!(
-                    "losses became non-finite at epoch {epoch}, step {step} (D real {}, D fake {}, G {}); \
-                     the run diverged. The checkpoint in {} is from the last completed epoch. Try a lower learning rate (--lr)",
-                    s.d_loss_real, s.d_loss_fake, s.g_loss, run.0.display()
+                    "losses became non-finite at epoch {epoch}, step {} (D real {}, D fake {}, G {}): the run diverged. \
+                     {} still holds the checkpoint from before it. Try a lower learning rate (--lr), e.g. half of {}",
+                    step + 1,
+                    s.d_loss_real,
+                    s.d_loss_fake,
+                    s.g_loss,
+                    run.0.display(),
+                    cfg.optimizer_d.lr
                 );
             }
+            gan = next;
+            step += 1;
+            done += 1;
             let row = LossRow {
                 epoch,
                 step,
@@ -353,57 +304,99 @@ pub fn train<B: AutodiffBackend>(
                 d_fake_mean: s.d_fake_mean,
                 images_per_sec: cfg.batch_size as f32 / t.elapsed().as_secs_f32(),
             };
-            serde_json::to_writer(&mut log, &row)?;
-            log.write_all(b"\n")
-                .with_context(|| format!("cannot write {}", run.losses().display()))?;
-            for (sum, v) in
-                sums.iter_mut()
-                    .zip([row.d_loss, row.g_loss, row.d_real_mean, row.d_fake_mean])
-            {
+            write_row(&mut log, &row).with_context(|| format!("cannot write {}", run.losses().display()))?;
+            for (sum, v) in sums.iter_mut().zip([row.d_loss, row.g_loss, row.d_real_mean, row.d_fake_mean]) {
                 *sum += v as f64;
             }
             bar.inc(1);
-            bar.set_message(format!(
-                "D {:.3} G {:.3} {:.0} img/s",
-                row.d_loss, row.g_loss, row.images_per_sec
-            ));
+            bar.set_message(format!("D {:.3} G {:.3} {:.0} img/s", row.d_loss, row.g_loss, row.images_per_sec));
+            if !progress::is_terminal() && done % (batches / 4).max(1) == 0 && step % batches != 0 {
+                eprintln!("  epoch {epoch} batch {}/{batches}  D {:.3}  G {:.3}", step % batches, row.d_loss, row.g_loss);
+            }
+
+            let interrupted = interrupt::requested();
+            if interrupted || (last_checkpoint.elapsed() > CHECKPOINT_EVERY && step % batches != 0) {
+                log.flush().with_context(|| format!("cannot write {}", run.losses().display()))?;
+                commit(&gan, step)?;
+                last_checkpoint = Instant::now();
+                if interrupted {
+                    bar.finish_and_clear();
+                    return Ok(Outcome::Interrupted { epoch, step });
+                }
+            }
         }
         bar.finish_and_clear();
-        log.flush()
-            .with_context(|| format!("cannot write {}", run.losses().display()))?;
+        log.flush().with_context(|| format!("cannot write {}", run.losses().display()))?;
 
-        checkpoint::save_module(gan.g.valid(), &run.generator())?;
-        checkpoint::save_module(gan.d.valid(), &run.discriminator())?;
+        // Preview before the commit: a kill in between redoes the epoch and rewrites the
+        // same grid, never leaves a committed epoch without its grid.
         let images = gan.g.valid().forward(preview.clone(), Mode::Eval);
-        sample::write_grid(
-            &sample::to_faces(images, cfg.generator.output),
-            8,
-            &run.preview(epoch),
-        )?;
+        sample::write_grid(&sample::to_faces(images, cfg.generator.output), 8, &run.preview(epoch))?;
+        commit(&gan, step)?;
+        last_checkpoint = Instant::now();
 
         let secs = epoch_start.elapsed().as_secs_f64();
-        let n = batches as f64;
-        let left = started.elapsed().as_secs_f64() / epoch as f64 * (cfg.epochs - epoch) as f64;
+        let n = done.max(1) as f64;
+        let per_step = started.elapsed().as_secs_f64() / (step - first_step) as f64;
         eprintln!(
-            "epoch {epoch}/{}  D {:.3}  G {:.3}  D(x) {:.2}  D(G(z)) {:.2}  {:.0} img/s  {}  (about {} left)",
+            "epoch {epoch}/{}  D {:.3}  G {:.3}  D(x) {:.2}  D(G(z)) {:.2}  {:.0} img/s  {}  rss {} MB  (about {} left)",
             cfg.epochs,
             sums[0] / n,
             sums[1] / n,
             sums[2] / n,
             sums[3] / n,
-            (batches * cfg.batch_size) as f64 / secs,
+            (done * cfg.batch_size) as f64 / secs,
             human_secs(secs),
-            human_secs(left),
+            progress::rss_bytes() / (1 << 20),
+            human_secs(per_step * (total - step) as f64),
         );
     }
     eprintln!(
-        "done: {} epochs, {step} steps in {}; generator in {}, samples in {}",
+        "done: {} epochs, {step} steps; generator in {}, preview grids in {}",
         cfg.epochs,
-        human_secs(started.elapsed().as_secs_f64()),
         run.generator().display(),
         run.samples().display()
     );
-    Ok(())
+    Ok(Outcome::Finished)
+}
+
+fn write_row(log: &mut impl Write, row: &LossRow) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *log, row)?;
+    log.write_all(b"\n")
+}
+
+/// Opens `losses.jsonl` for appending after keeping exactly the rows of steps `1..=step`:
+/// rows a killed run wrote after its last checkpoint are dropped, so a resumed log has each
+/// step once.
+fn open_log(run: &RunDir, step: usize) -> Result<BufWriter<File>> {
+    let path = run.losses();
+    if step == 0 {
+        let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        return Ok(BufWriter::new(f));
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut kept = String::new();
+    let mut rows = 0;
+    for line in text.lines() {
+        match serde_json::from_str::<LossRow>(line) {
+            Ok(r) if r.step <= step => {
+                kept.push_str(line);
+                kept.push('\n');
+                rows += 1;
+            }
+            // A half-written last line or rows past the checkpoint.
+            _ => break,
+        }
+    }
+    if rows != step {
+        eprintln!(
+            "warning: {} holds {rows} rows for {step} checkpointed steps; continuing it as it is",
+            path.display()
+        );
+    }
+    checkpoint::write_atomic(&path, kept.as_bytes())?;
+    let f = OpenOptions::new().append(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(BufWriter::new(f))
 }
 
 pub fn human_secs(s: f64) -> String {
@@ -412,11 +405,7 @@ pub fn human_secs(s: f64) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!(
-            "{}h{:02}m",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        )
+        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
     }
 }
 
@@ -428,8 +417,7 @@ pub fn read_losses(path: &Path) -> Result<Vec<LossRow>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{} line {} is not a loss row", path.display(), i + 1))
+            serde_json::from_str(l).with_context(|| format!("{} line {} is not a loss row", path.display(), i + 1))
         })
         .collect()
 }

@@ -46,7 +46,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub fn record_bytes<B: Backend, R: Record<B>>(record: R) -> Result<Vec<u8>> {
-    Mpk::default().record(record, ()).context("cannot serialise record")
+    Mpk::default()
+        .record(record, ())
+        .context("cannot serialise record")
 }
 
 pub fn save_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<()> {
@@ -69,12 +71,22 @@ pub fn load_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Device) ->
 
 /// Loads a module record into `module`, which fixes the architecture; a record of another
 /// shape is an error naming the file.
-pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path, device: &B::Device) -> Result<M> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+pub fn load_module<B: Backend, M: Module<B>>(
+    module: M,
+    path: &Path,
+    device: &B::Device,
+) -> Result<M> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
     module_from_bytes(module, bytes, path, device)
 }
 
-fn module_from_bytes<B: Backend, M: Module<B>>(module: M, bytes: Vec<u8>, path: &Path, device: &B::Device) -> Result<M> {
+fn module_from_bytes<B: Backend, M: Module<B>>(
+    module: M,
+    bytes: Vec<u8>,
+    path: &Path,
+    device: &B::Device,
+) -> Result<M> {
     let record = decode(bytes, path, device)?;
     let expected = shapes(&module);
     let loaded = module.load_record(record);
@@ -174,9 +186,14 @@ impl RunDir {
     }
 
     pub fn holds_run(&self) -> Option<PathBuf> {
-        [self.manifest(), self.config(), self.generator(), self.losses()]
-            .into_iter()
-            .find(|p| p.exists())
+        [
+            self.manifest(),
+            self.config(),
+            self.generator(),
+            self.losses(),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
     }
 
     /// Makes the folder for a new run, refusing one that already holds a run unless
@@ -190,7 +207,13 @@ impl RunDir {
                     existing.display()
                 );
             }
-            for f in [self.manifest(), self.config(), self.losses(), self.generator(), self.discriminator()] {
+            for f in [
+                self.manifest(),
+                self.config(),
+                self.losses(),
+                self.generator(),
+                self.discriminator(),
+            ] {
                 let _ = std::fs::remove_file(f);
             }
             let _ = std::fs::remove_dir_all(self.records());
@@ -201,12 +224,20 @@ impl RunDir {
 
     pub fn prepare_dirs(&self) -> Result<()> {
         for dir in [self.samples(), self.records()] {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}; choose another run folder with --out", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| {
+                format!(
+                    "cannot create {}; choose another run folder with --out",
+                    dir.display()
+                )
+            })?;
         }
         let probe = self.0.join(".write-test");
-        std::fs::write(&probe, b"ok")
-            .with_context(|| format!("run folder {} is not writable; choose another with --out", self.0.display()))?;
+        std::fs::write(&probe, b"ok").with_context(|| {
+            format!(
+                "run folder {} is not writable; choose another with --out",
+                self.0.display()
+            )
+        })?;
         let _ = std::fs::remove_file(probe);
         Ok(())
     }
@@ -216,10 +247,19 @@ impl RunDir {
     pub fn commit(&self, mut manifest: Manifest, records: &Records) -> Result<()> {
         let prefix = format!("{:09}", manifest.step);
         manifest.files.clear();
-        for (role, bytes) in [("g", &records.g), ("d", &records.d), ("g_optim", &records.g_optim), ("d_optim", &records.d_optim)] {
+        for (role, bytes) in [
+            ("g", &records.g),
+            ("d", &records.d),
+            ("g_optim", &records.g_optim),
+            ("d_optim", &records.d_optim),
+        ] {
             let name = format!("{RECORDS}/{prefix}-{role}.mpk");
             write_atomic(&self.0.join(&name), bytes)?;
-            manifest.files.push(FileEntry { name, bytes: bytes.len() as u64, crc32: crc32fast::hash(bytes) });
+            manifest.files.push(FileEntry {
+                name,
+                bytes: bytes.len() as u64,
+                crc32: crc32fast::hash(bytes),
+            });
         }
         let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
         write_atomic(&self.manifest(), json.as_bytes())?;
@@ -231,9 +271,15 @@ impl RunDir {
 
     /// Deletes records the manifest does not name, and temporary files a kill left behind.
     pub fn remove_stale(&self, manifest: &Manifest) {
-        let keep: Vec<PathBuf> = manifest.files.iter().map(|f| self.0.join(&f.name)).collect();
+        let keep: Vec<PathBuf> = manifest
+            .files
+            .iter()
+            .map(|f| self.0.join(&f.name))
+            .collect();
         for dir in [self.records(), self.0.clone(), self.samples()] {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let path = e.path();
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -255,11 +301,20 @@ impl RunDir {
                 path.display()
             );
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .with_context(|| format!("{} is damaged or not a dcgan checkpoint manifest", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let manifest: Manifest = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is damaged or not a dcgan checkpoint manifest",
+                path.display()
+            )
+        })?;
         if manifest.format != FORMAT {
-            bail!("{} has format {}, this dcgan reads format {FORMAT}", path.display(), manifest.format);
+            bail!(
+                "{} has format {}, this dcgan reads format {FORMAT}",
+                path.display(),
+                manifest.format
+            );
         }
         let read = |role: &str| -> Result<Vec<u8>> {
             let entry = manifest
@@ -268,8 +323,12 @@ impl RunDir {
                 .find(|f| f.name.ends_with(&format!("-{role}.mpk")))
                 .with_context(|| format!("{} lists no {role} record", path.display()))?;
             let file = self.0.join(&entry.name);
-            let bytes = std::fs::read(&file)
-                .with_context(|| format!("checkpoint file {} is missing or unreadable", file.display()))?;
+            let bytes = std::fs::read(&file).with_context(|| {
+                format!(
+                    "checkpoint file {} is missing or unreadable",
+                    file.display()
+                )
+            })?;
             if bytes.len() as u64 != entry.bytes {
                 bail!(
                     "checkpoint file {} is truncated or replaced: {} bytes, the manifest says {}",
@@ -279,22 +338,39 @@ impl RunDir {
                 );
             }
             if crc32fast::hash(&bytes) != entry.crc32 {
-                bail!("checkpoint file {} is corrupt: its CRC-32 does not match the manifest", file.display());
+                bail!(
+                    "checkpoint file {} is corrupt: its CRC-32 does not match the manifest",
+                    file.display()
+                );
             }
             Ok(bytes)
         };
-        let records = Records { g: read("g")?, d: read("d")?, g_optim: read("g_optim")?, d_optim: read("d_optim")? };
+        let records = Records {
+            g: read("g")?,
+            d: read("d")?,
+            g_optim: read("g_optim")?,
+            d_optim: read("d_optim")?,
+        };
         Ok((manifest, records))
     }
 }
 
 impl Manifest {
-    pub fn new(step: usize, batches_per_epoch: usize, data: DataFingerprint, config: TrainingConfig) -> Self {
+    pub fn new(
+        step: usize,
+        batches_per_epoch: usize,
+        data: DataFingerprint,
+        config: TrainingConfig,
+    ) -> Self {
         Self {
             format: FORMAT,
             step,
             epoch: step.saturating_sub(1) / batches_per_epoch + 1,
-            batches_done: if step == 0 { 0 } else { (step - 1) % batches_per_epoch + 1 },
+            batches_done: if step == 0 {
+                0
+            } else {
+                (step - 1) % batches_per_epoch + 1
+            },
             data,
             config,
             files: Vec::new(),
@@ -303,11 +379,20 @@ impl Manifest {
 }
 
 /// Decodes a module from checkpoint bytes, checking its architecture.
-pub fn module_from_record_bytes<B: Backend, M: Module<B>>(module: M, bytes: &[u8], name: &Path, device: &B::Device) -> Result<M> {
+pub fn module_from_record_bytes<B: Backend, M: Module<B>>(
+    module: M,
+    bytes: &[u8],
+    name: &Path,
+    device: &B::Device,
+) -> Result<M> {
     module_from_bytes(module, bytes.to_vec(), name, device)
 }
 
 /// Decodes any record (an optimiser's state) from checkpoint bytes.
-pub fn record_from_bytes<B: Backend, R: Record<B>>(bytes: &[u8], name: &Path, device: &B::Device) -> Result<R> {
+pub fn record_from_bytes<B: Backend, R: Record<B>>(
+    bytes: &[u8],
+    name: &Path,
+    device: &B::Device,
+) -> Result<R> {
     decode(bytes.to_vec(), name, device)
 }

@@ -183,10 +183,16 @@ fn train_command(args: TrainArgs) -> Result<()> {
             }
             cfg.epochs = epochs;
         }
-        let data_dir = args.data.clone().unwrap_or_else(|| manifest.data.dir.clone());
+        let data_dir = args
+            .data
+            .clone()
+            .unwrap_or_else(|| manifest.data.dir.clone());
         (cfg, data_dir, Start::Resume(manifest, records))
     } else {
-        let data_dir = args.data.clone().expect("clap requires --data without --resume");
+        let data_dir = args
+            .data
+            .clone()
+            .expect("clap requires --data without --resume");
         (args.resolve_config()?, data_dir, Start::Fresh)
     };
     let resolved = backend::resolve(args.backend)?;

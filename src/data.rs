@@ -127,7 +127,10 @@ pub fn check_crop_fits(files: &[PathBuf], crop: CropBox) -> Result<()> {
         .take(5)
         .collect();
     if let Some((file, (w, h))) = sizes.first() {
-        if sizes.iter().all(|(_, (w, h))| crop.right > *w || crop.bottom > *h) {
+        if sizes
+            .iter()
+            .all(|(_, (w, h))| crop.right > *w || crop.bottom > *h)
+        {
             bail!(
                 "the crop box (left {}, top {}, right {}, bottom {}) lies outside the images: {} is {w}x{h}\n  \
                  set data.crop in the config to a box inside the photos (CelebA's are 178x218)",
@@ -214,7 +217,9 @@ pub fn load_faces(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Res
 
 /// One file to one 64x64 RGB face, or a one-line reason it cannot be used.
 pub fn load_face(path: &Path, crop: CropBox, filter: ResizeFilter) -> Result<Vec<u8>, String> {
-    let size = std::fs::metadata(path).map_err(|e| format!("cannot open: {e}"))?.len();
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot open: {e}"))?
+        .len();
     if size == 0 {
         return Err("empty file (0 bytes)".into());
     }

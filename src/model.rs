@@ -23,7 +23,9 @@ pub enum Mode {
     Train,
     /// Running statistics, dropout off: Keras `predict_on_batch`, sampling.
     Eval,
-    /// Running statistics, dropout on: a Keras model with `trainable = False` inside `fit`.
+    /// D during G's update: weights frozen, dropout on, BatchNorm on the batch's statistics
+    /// without updating the running ones (PyTorch's DCGAN, standalone Keras), or on the running
+    /// statistics if the config says `frozen_bn: running` (tf.keras 2's `trainable = False`).
     Frozen,
 }
 
@@ -88,6 +90,19 @@ pub struct DiscriminatorConfig {
     pub bn_momentum: f64,
     pub bn_epsilon: f64,
     pub dropout: f64,
+    /// BatchNorm in D while G trains through it.
+    #[serde(default)]
+    pub frozen_bn: FrozenBn,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FrozenBn {
+    /// Normalise with the fake batch's own statistics (measured: the one that trains).
+    #[default]
+    Batch,
+    /// Use D's running statistics (tf.keras 2 semantics of `trainable = False`).
+    Running,
 }
 
 /// BatchNorm over channels of an NCHW tensor, with the mode chosen by the caller.
@@ -124,7 +139,7 @@ impl<B: Backend> BatchNorm<B> {
 
     pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
-        let (mean, var) = if mode == Mode::Train {
+        let (mean, var) = if mode != Mode::Eval {
             // [N, C, H, W] -> [C, N*H*W]
             let flat = x.clone().swap_dims(0, 1).reshape([c, n * h * w]);
             let mean = flat.clone().mean_dim(1).reshape([c]);
@@ -133,13 +148,15 @@ impl<B: Backend> BatchNorm<B> {
                 .square()
                 .mean_dim(1)
                 .reshape([c]);
-            let m = self.momentum;
-            let rm = self.running_mean.value_sync().mul_scalar(1.0 - m);
-            let rv = self.running_var.value_sync().mul_scalar(1.0 - m);
-            self.running_mean
-                .update(rm.add(mean.clone().detach().mul_scalar(m)).detach());
-            self.running_var
-                .update(rv.add(var.clone().detach().mul_scalar(m)).detach());
+            if mode == Mode::Train {
+                let m = self.momentum;
+                let rm = self.running_mean.value_sync().mul_scalar(1.0 - m);
+                let rv = self.running_var.value_sync().mul_scalar(1.0 - m);
+                self.running_mean
+                    .update(rm.add(mean.clone().detach().mul_scalar(m)).detach());
+                self.running_var
+                    .update(rv.add(var.clone().detach().mul_scalar(m)).detach());
+            }
             (mean, var)
         } else {
             (self.running_mean.value(), self.running_var.value())
@@ -305,6 +322,8 @@ pub struct Discriminator<B: Backend> {
     conv4: Conv2d<B>,
     fc: Linear<B>,
     dropout: f64,
+    #[module(skip)]
+    frozen_bn: FrozenBn,
 }
 
 impl DiscriminatorConfig {
@@ -323,6 +342,7 @@ impl DiscriminatorConfig {
             conv4: i.conv(128, 256, device),
             fc: i.linear(256 * 4 * 4, 1, device),
             dropout: self.dropout,
+            frozen_bn: self.frozen_bn,
         }
     }
 }
@@ -331,13 +351,17 @@ impl<B: Backend> Discriminator<B> {
     /// Returns logits; the notebook's sigmoid is folded into the loss, where it is stable.
     pub fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let [n, _, _, _] = images.dims();
+        let bn = match (mode, self.frozen_bn) {
+            (Mode::Frozen, FrozenBn::Running) => Mode::Eval,
+            _ => mode,
+        };
         let x = self.conv1.forward(images); // [N, 32, 32, 32], no activation, as the notebook
         let x = self
             .bn2
-            .forward(leaky_relu(self.conv2.forward(x), LEAKY_SLOPE), mode); // [N, 64, 16, 16]
+            .forward(leaky_relu(self.conv2.forward(x), LEAKY_SLOPE), bn); // [N, 64, 16, 16]
         let x = self
             .bn3
-            .forward(leaky_relu(self.conv3.forward(x), LEAKY_SLOPE), mode); // [N, 128, 8, 8]
+            .forward(leaky_relu(self.conv3.forward(x), LEAKY_SLOPE), bn); // [N, 128, 8, 8]
         let x = leaky_relu(self.conv4.forward(x), LEAKY_SLOPE); // [N, 256, 4, 4]
         let x = dropout(x.reshape([n, 256 * 4 * 4]), self.dropout, mode); // [N, 4096]
         self.fc.forward(x) // [N, 1]

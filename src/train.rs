@@ -80,13 +80,22 @@ pub fn rng(seed: u64, index: usize, stream: Stream) -> StdRng {
 /// logits as max(x, 0) - x*y + log(1 + exp(-|x|)), which never takes the log of zero.
 pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 2>, label: f32) -> Tensor<B, 1> {
     let softplus = logits.clone().abs().neg().exp().log1p();
-    logits.clone().clamp_min(0.0).sub(logits.mul_scalar(label)).add(softplus).mean()
+    logits
+        .clone()
+        .clamp_min(0.0)
+        .sub(logits.mul_scalar(label))
+        .add(softplus)
+        .mean()
 }
 
 type Opt<M, B> = OptimizerAdaptor<Adam, M, B>;
 
 fn adam<B: AutodiffBackend, M: AutodiffModule<B>>(s: &AdamSettings) -> Opt<M, B> {
-    AdamConfig::new().with_beta_1(s.beta1).with_beta_2(s.beta2).with_epsilon(s.epsilon).init()
+    AdamConfig::new()
+        .with_beta_1(s.beta1)
+        .with_beta_2(s.beta2)
+        .with_epsilon(s.epsilon)
+        .init()
 }
 
 /// Both networks and their optimisers: everything one training step changes.
@@ -111,15 +120,21 @@ pub struct StepStats {
 
 impl StepStats {
     pub fn all_finite(&self) -> bool {
-        [self.d_loss_real, self.d_loss_fake, self.g_loss].iter().all(|x| x.is_finite())
+        [self.d_loss_real, self.d_loss_fake, self.g_loss]
+            .iter()
+            .all(|x| x.is_finite())
     }
 }
 
 impl<B: AutodiffBackend> Gan<B> {
     pub fn new(cfg: &TrainingConfig, device: &B::Device) -> Self {
         Self {
-            g: cfg.generator.init(stream_seed(cfg.seed, 0, Stream::GeneratorInit), device),
-            d: cfg.discriminator.init(stream_seed(cfg.seed, 0, Stream::DiscriminatorInit), device),
+            g: cfg
+                .generator
+                .init(stream_seed(cfg.seed, 0, Stream::GeneratorInit), device),
+            d: cfg
+                .discriminator
+                .init(stream_seed(cfg.seed, 0, Stream::DiscriminatorInit), device),
             opt_g: adam(&cfg.optimizer_g),
             opt_d: adam(&cfg.optimizer_d),
             lr_g: cfg.optimizer_g.lr,
@@ -138,20 +153,52 @@ impl<B: AutodiffBackend> Gan<B> {
     }
 
     /// Rebuilds the networks from `cfg` and loads a checkpoint's weights and optimiser state.
-    pub fn restore(cfg: &TrainingConfig, records: &Records, run: &RunDir, device: &B::Device) -> Result<Self> {
+    pub fn restore(
+        cfg: &TrainingConfig,
+        records: &Records,
+        run: &RunDir,
+        device: &B::Device,
+    ) -> Result<Self> {
         let fresh = Self::new(cfg, device);
         let name = |role: &str| run.records().join(format!("*-{role}.mpk"));
         let g = checkpoint::module_from_record_bytes(fresh.g, &records.g, &name("g"), device)?;
         let d = checkpoint::module_from_record_bytes(fresh.d, &records.d, &name("d"), device)?;
-        let opt_g = fresh.opt_g.load_record(checkpoint::record_from_bytes(&records.g_optim, &name("g_optim"), device)?);
-        let opt_d = fresh.opt_d.load_record(checkpoint::record_from_bytes(&records.d_optim, &name("d_optim"), device)?);
-        Ok(Self { g, d, opt_g, opt_d, lr_g: fresh.lr_g, lr_d: fresh.lr_d })
+        let opt_g = fresh.opt_g.load_record(checkpoint::record_from_bytes(
+            &records.g_optim,
+            &name("g_optim"),
+            device,
+        )?);
+        let opt_d = fresh.opt_d.load_record(checkpoint::record_from_bytes(
+            &records.d_optim,
+            &name("d_optim"),
+            device,
+        )?);
+        Ok(Self {
+            g,
+            d,
+            opt_g,
+            opt_d,
+            lr_g: fresh.lr_g,
+            lr_d: fresh.lr_d,
+        })
     }
 
     /// One notebook step. `noise_d` makes the fakes D learns from, `noise_g` those G learns
     /// through.
-    pub fn step(self, real: Tensor<B, 4>, noise_d: Tensor<B, 2>, noise_g: Tensor<B, 2>) -> (Self, StepStats) {
-        let Self { g, d, mut opt_g, mut opt_d, lr_g, lr_d } = self;
+    pub fn step(
+        self,
+        real: Tensor<B, 4>,
+        noise_d: Tensor<B, 2>,
+        noise_g: Tensor<B, 2>,
+    ) -> (Self, StepStats) {
+        let Self {
+            g,
+            d,
+            mut opt_g,
+            mut opt_d,
+            lr_g,
+            lr_d,
+        } = self;
 
         // Keras predict_on_batch: inference mode, no graph, so D's loss cannot reach G.
         let fakes = Tensor::from_inner(g.valid().forward(noise_d.inner(), Mode::Eval));
@@ -168,14 +215,23 @@ impl<B: AutodiffBackend> Gan<B> {
         let grads = GradientsParams::from_grads(loss_fake.backward(), &d);
         let d = opt_d.step(lr_d, d, grads);
 
-        // D frozen: its weights need no gradients, its BatchNorm uses running statistics.
+        // D frozen: no gradients for its weights, its running statistics left alone.
         let frozen = d.clone().no_grad();
-        let loss_g = bce_with_logits(frozen.forward(g.forward(noise_g, Mode::Train), Mode::Frozen), 1.0);
+        let loss_g = bce_with_logits(
+            frozen.forward(g.forward(noise_g, Mode::Train), Mode::Frozen),
+            1.0,
+        );
         let grads = GradientsParams::from_grads(loss_g.backward(), &g);
         let g = opt_g.step(lr_g, g, grads);
 
         let stats = Tensor::cat(
-            vec![loss_real.detach(), loss_fake.detach(), loss_g.detach(), real_mean, fake_mean],
+            vec![
+                loss_real.detach(),
+                loss_fake.detach(),
+                loss_g.detach(),
+                real_mean,
+                fake_mean,
+            ],
             0,
         )
         .into_data()
@@ -188,13 +244,31 @@ impl<B: AutodiffBackend> Gan<B> {
             d_real_mean: stats[3],
             d_fake_mean: stats[4],
         };
-        (Self { g, d, opt_g, opt_d, lr_g, lr_d }, stats)
+        (
+            Self {
+                g,
+                d,
+                opt_g,
+                opt_d,
+                lr_g,
+                lr_d,
+            },
+            stats,
+        )
     }
 }
 
-pub fn noise<B: Backend>(cfg: &TrainingConfig, rng: &mut StdRng, n: usize, device: &B::Device) -> Tensor<B, 2> {
+pub fn noise<B: Backend>(
+    cfg: &TrainingConfig,
+    rng: &mut StdRng,
+    n: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
     let dim = cfg.generator.noise_dim;
-    Tensor::from_data(TensorData::new(cfg.generator.noise.sample(rng, n * dim), [n, dim]), device)
+    Tensor::from_data(
+        TensorData::new(cfg.generator.noise.sample(rng, n * dim), [n, dim]),
+        device,
+    )
 }
 
 /// The same 64 noise vectors every epoch, so the preview grids show one face changing.
@@ -216,10 +290,14 @@ pub fn epoch_order(cfg: &TrainingConfig, faces: usize, epoch: usize) -> Vec<usiz
 pub enum Outcome {
     Finished,
     /// Stopped by Ctrl-C or SIGTERM after saving a checkpoint at this step.
-    Interrupted { epoch: usize, step: usize },
+    Interrupted {
+        epoch: usize,
+        step: usize,
+    },
 }
 
 /// Where a run starts: fresh, or from a checkpoint read by `RunDir::load_checkpoint`.
+#[allow(clippy::large_enum_variant)] // built once per run
 pub enum Start {
     Fresh,
     Resume(Manifest, Records),
@@ -244,7 +322,9 @@ pub fn train<B: AutodiffBackend>(
     }
     let (mut gan, mut step) = match &start {
         Start::Fresh => (Gan::<B>::new(cfg, device), 0),
-        Start::Resume(manifest, records) => (Gan::<B>::restore(cfg, records, run, device)?, manifest.step),
+        Start::Resume(manifest, records) => {
+            (Gan::<B>::restore(cfg, records, run, device)?, manifest.step)
+        }
     };
     checkpoint::write_atomic(&run.config(), cfg.to_json().as_bytes())?;
     let mut log = open_log(run, step)?;
@@ -304,19 +384,36 @@ pub fn train<B: AutodiffBackend>(
                 d_fake_mean: s.d_fake_mean,
                 images_per_sec: cfg.batch_size as f32 / t.elapsed().as_secs_f32(),
             };
-            write_row(&mut log, &row).with_context(|| format!("cannot write {}", run.losses().display()))?;
-            for (sum, v) in sums.iter_mut().zip([row.d_loss, row.g_loss, row.d_real_mean, row.d_fake_mean]) {
+            write_row(&mut log, &row)
+                .with_context(|| format!("cannot write {}", run.losses().display()))?;
+            for (sum, v) in
+                sums.iter_mut()
+                    .zip([row.d_loss, row.g_loss, row.d_real_mean, row.d_fake_mean])
+            {
                 *sum += v as f64;
             }
             bar.inc(1);
-            bar.set_message(format!("D {:.3} G {:.3} {:.0} img/s", row.d_loss, row.g_loss, row.images_per_sec));
-            if !progress::is_terminal() && done % (batches / 4).max(1) == 0 && step % batches != 0 {
-                eprintln!("  epoch {epoch} batch {}/{batches}  D {:.3}  G {:.3}", step % batches, row.d_loss, row.g_loss);
+            bar.set_message(format!(
+                "D {:.3} G {:.3} {:.0} img/s",
+                row.d_loss, row.g_loss, row.images_per_sec
+            ));
+            if !progress::is_terminal()
+                && done.is_multiple_of((batches / 4).max(1))
+                && step % batches != 0
+            {
+                eprintln!(
+                    "  epoch {epoch} batch {}/{batches}  D {:.3}  G {:.3}",
+                    step % batches,
+                    row.d_loss,
+                    row.g_loss
+                );
             }
 
             let interrupted = interrupt::requested();
-            if interrupted || (last_checkpoint.elapsed() > CHECKPOINT_EVERY && step % batches != 0) {
-                log.flush().with_context(|| format!("cannot write {}", run.losses().display()))?;
+            if interrupted || (last_checkpoint.elapsed() > CHECKPOINT_EVERY && step % batches != 0)
+            {
+                log.flush()
+                    .with_context(|| format!("cannot write {}", run.losses().display()))?;
                 commit(&gan, step)?;
                 last_checkpoint = Instant::now();
                 if interrupted {
@@ -326,12 +423,17 @@ pub fn train<B: AutodiffBackend>(
             }
         }
         bar.finish_and_clear();
-        log.flush().with_context(|| format!("cannot write {}", run.losses().display()))?;
+        log.flush()
+            .with_context(|| format!("cannot write {}", run.losses().display()))?;
 
         // Preview before the commit: a kill in between redoes the epoch and rewrites the
         // same grid, never leaves a committed epoch without its grid.
         let images = gan.g.valid().forward(preview.clone(), Mode::Eval);
-        sample::write_grid(&sample::to_faces(images, cfg.generator.output), 8, &run.preview(epoch))?;
+        sample::write_grid(
+            &sample::to_faces(images, cfg.generator.output),
+            8,
+            &run.preview(epoch),
+        )?;
         commit(&gan, step)?;
         last_checkpoint = Instant::now();
 
@@ -395,7 +497,10 @@ fn open_log(run: &RunDir, step: usize) -> Result<BufWriter<File>> {
         );
     }
     checkpoint::write_atomic(&path, kept.as_bytes())?;
-    let f = OpenOptions::new().append(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let f = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     Ok(BufWriter::new(f))
 }
 
@@ -405,7 +510,11 @@ pub fn human_secs(s: f64) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 
@@ -417,7 +526,8 @@ pub fn read_losses(path: &Path) -> Result<Vec<LossRow>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{} line {} is not a loss row", path.display(), i + 1))
+            serde_json::from_str(l)
+                .with_context(|| format!("{} line {} is not a loss row", path.display(), i + 1))
         })
         .collect()
 }

@@ -26,7 +26,11 @@ fn huge_png(path: &Path) {
 }
 
 fn real_face() -> RgbImage {
-    let mut files: Vec<_> = std::fs::read_dir(faces_dir()).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(faces_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     image::open(&files[0]).unwrap().to_rgb8()
 }
@@ -41,9 +45,15 @@ fn messy_folder_skips_each_bad_file_by_name_and_trains_on_the_rest() {
 
     // Unusable: each must be named with its reason.
     std::fs::write(data.join("text.jpg"), "just some text, not a photo\n").unwrap();
-    std::fs::write(data.join("truncated.jpg"), &jpeg_bytes[..jpeg_bytes.len() / 3]).unwrap();
+    std::fs::write(
+        data.join("truncated.jpg"),
+        &jpeg_bytes[..jpeg_bytes.len() / 3],
+    )
+    .unwrap();
     std::fs::write(data.join("zero.jpg"), b"").unwrap();
-    RgbImage::new(100, 100).save(data.join("small.jpg")).unwrap();
+    RgbImage::new(100, 100)
+        .save(data.join("small.jpg"))
+        .unwrap();
     huge_png(&data.join("huge.png"));
     std::os::unix::fs::symlink(tmp.path().join("nowhere.jpg"), data.join("gone.jpg")).unwrap();
 
@@ -52,7 +62,10 @@ fn messy_folder_skips_each_bad_file_by_name_and_trains_on_the_rest() {
     let mut png = std::io::Cursor::new(Vec::new());
     face.write_to(&mut png, image::ImageFormat::Png).unwrap();
     std::fs::write(data.join("png_named.jpg"), png.into_inner()).unwrap();
-    image::DynamicImage::ImageRgb8(face.clone()).to_luma8().save(data.join("gray.jpg")).unwrap();
+    image::DynamicImage::ImageRgb8(face.clone())
+        .to_luma8()
+        .save(data.join("gray.jpg"))
+        .unwrap();
     let cmyk: Vec<u8> = face
         .pixels()
         .flat_map(|p| {
@@ -64,11 +77,10 @@ fn messy_folder_skips_each_bad_file_by_name_and_trains_on_the_rest() {
         .unwrap()
         .encode(&cmyk, 178, 218, jpeg_encoder::ColorType::Cmyk)
         .unwrap();
-    let deep: ImageBuffer<Rgb<u16>, Vec<u16>> =
-        ImageBuffer::from_fn(178, 218, |x, y| {
-            let p = face.get_pixel(x, y);
-            Rgb([p[0] as u16 * 257, p[1] as u16 * 257, p[2] as u16 * 257])
-        });
+    let deep: ImageBuffer<Rgb<u16>, Vec<u16>> = ImageBuffer::from_fn(178, 218, |x, y| {
+        let p = face.get_pixel(x, y);
+        Rgb([p[0] as u16 * 257, p[1] as u16 * 257, p[2] as u16 * 257])
+    });
     deep.save(data.join("deep.png")).unwrap();
     let odd_name: &std::ffi::OsStr = std::os::unix::ffi::OsStrExt::from_bytes(b"face_\xff.jpg");
     std::fs::write(data.join(odd_name), &jpeg_bytes).unwrap();
@@ -78,8 +90,17 @@ fn messy_folder_skips_each_bad_file_by_name_and_trains_on_the_rest() {
 
     let t = Instant::now();
     let log = dcgan_ok(&[
-        "train", "--data", p(&data), "--batch-size", "16", "--epochs", "1", "--backend", "cpu",
-        "--out", p(&tmp.path().join("run")),
+        "train",
+        "--data",
+        p(&data),
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+        "--out",
+        p(&tmp.path().join("run")),
     ]);
     for (file, reason) in [
         ("text.jpg", "not a JPEG or PNG"),
@@ -93,19 +114,38 @@ fn messy_folder_skips_each_bad_file_by_name_and_trains_on_the_rest() {
             .lines()
             .find(|l| l.contains(file))
             .unwrap_or_else(|| panic!("no warning names {file}:\n{log}"));
-        assert!(line.starts_with("warning: skipping") && line.contains(reason), "{file}: {line}");
+        assert!(
+            line.starts_with("warning: skipping") && line.contains(reason),
+            "{file}: {line}"
+        );
     }
-    assert!(log.contains("loaded 21 faces from 27 files") && log.contains("6 skipped"), "{log}");
-    assert!(t.elapsed().as_secs() < 120, "the huge header was refused, not decoded");
+    assert!(
+        log.contains("loaded 21 faces from 27 files") && log.contains("6 skipped"),
+        "{log}"
+    );
+    assert!(
+        t.elapsed().as_secs() < 120,
+        "the huge header was refused, not decoded"
+    );
     for name in ["gray.jpg", "cmyk.jpg", "deep.png", "png_named.jpg"] {
-        assert!(!log.contains(&format!("skipping {}", data.join(name).display())), "{name} was skipped:\n{log}");
+        assert!(
+            !log.contains(&format!("skipping {}", data.join(name).display())),
+            "{name} was skipped:\n{log}"
+        );
     }
 }
 
 fn walk_first_jpeg(dir: &Path) -> std::path::PathBuf {
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
-    files.into_iter().find(|f| f.extension().is_some_and(|e| e == "jpg")).unwrap()
+    files
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "jpg"))
+        .unwrap()
 }
 
 #[test]
@@ -114,8 +154,14 @@ fn a_grayscale_image_trains_as_three_equal_channels() {
     let gray = image::DynamicImage::ImageRgb8(face).to_luma8();
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("g.png");
-    ImageBuffer::<Luma<u8>, _>::from_raw(178, 218, gray.into_raw()).unwrap().save(&path).unwrap();
-    let crop = dcgan::config::TrainingConfig::preset("dcgan").unwrap().data.crop;
+    ImageBuffer::<Luma<u8>, _>::from_raw(178, 218, gray.into_raw())
+        .unwrap()
+        .save(&path)
+        .unwrap();
+    let crop = dcgan::config::TrainingConfig::preset("dcgan")
+        .unwrap()
+        .data
+        .crop;
     let out = dcgan::data::load_face(&path, crop, dcgan::config::ResizeFilter::Bicubic).unwrap();
     assert!(out.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
 }
@@ -128,7 +174,10 @@ fn bad_arguments_are_refused_before_any_work() {
     let base = ["train", "--data", p(&faces), "--out", p(&run)];
     let refused = |extra: &[&str], expect: &str| {
         let err = dcgan_err(&[&base[..], extra].concat());
-        assert!(err.contains(expect), "{extra:?}: expected {expect:?} in:\n{err}");
+        assert!(
+            err.contains(expect),
+            "{extra:?}: expected {expect:?} in:\n{err}"
+        );
         assert!(!run.exists(), "{extra:?} created the run folder");
     };
     refused(&["--batch-size", "0"], "batch size must be at least 1");
@@ -137,7 +186,12 @@ fn bad_arguments_are_refused_before_any_work() {
     refused(&["--lr=-1"], "lr must be a positive number");
 
     let mut cfg = dcgan::config::TrainingConfig::preset("dcgan").unwrap();
-    cfg.data.crop = dcgan::config::CropBox { left: 300, top: 300, right: 400, bottom: 400 };
+    cfg.data.crop = dcgan::config::CropBox {
+        left: 300,
+        top: 300,
+        right: 400,
+        bottom: 400,
+    };
     let outside = tmp.path().join("outside.json");
     std::fs::write(&outside, cfg.to_json()).unwrap();
     refused(&["--config", p(&outside)], "lies outside the images");
@@ -147,11 +201,23 @@ fn bad_arguments_are_refused_before_any_work() {
     refused(&["--config", p(&broken)], "line 3 column");
 
     let typo = tmp.path().join("typo.json");
-    let text = dcgan::config::TrainingConfig::preset("dcgan").unwrap().to_json().replace("\"epochs\"", "\"epoch\"");
+    let text = dcgan::config::TrainingConfig::preset("dcgan")
+        .unwrap()
+        .to_json()
+        .replace("\"epochs\"", "\"epoch\"");
     std::fs::write(&typo, text).unwrap();
     refused(&["--config", p(&typo)], "unknown field `epoch`");
 
-    let err = dcgan_err(&["train", "--data", p(&faces), "--out", p(&run), "--resume", "--lr", "0.1"]);
+    let err = dcgan_err(&[
+        "train",
+        "--data",
+        p(&faces),
+        "--out",
+        p(&run),
+        "--resume",
+        "--lr",
+        "0.1",
+    ]);
     assert!(err.contains("cannot be used with"), "{err}");
 
     let err = dcgan_err(&["sample", "--n", "0"]);
@@ -160,6 +226,17 @@ fn bad_arguments_are_refused_before_any_work() {
     // An output folder that cannot be created: a path through a regular file.
     let file = tmp.path().join("file");
     std::fs::write(&file, "x").unwrap();
-    let err = dcgan_err(&["train", "--data", p(&faces), "--backend", "cpu", "--out", p(&file.join("run"))]);
-    assert!(err.contains("cannot create") && err.contains("--out"), "{err}");
+    let err = dcgan_err(&[
+        "train",
+        "--data",
+        p(&faces),
+        "--backend",
+        "cpu",
+        "--out",
+        p(&file.join("run")),
+    ]);
+    assert!(
+        err.contains("cannot create") && err.contains("--out"),
+        "{err}"
+    );
 }

@@ -19,8 +19,23 @@ use dcgan::train::{read_losses, LossRow};
 /// 48 faces, batch 8: 6 steps an epoch, 3 epochs.
 fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--data", data, "--limit", "48", "--batch-size", "8", "--epochs", "3", "--backend", "cpu",
-        "--preset", "notebook", "--seed", "11", "--out", out,
+        "train",
+        "--data",
+        data,
+        "--limit",
+        "48",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "3",
+        "--backend",
+        "cpu",
+        "--preset",
+        "notebook",
+        "--seed",
+        "11",
+        "--out",
+        out,
     ]
 }
 
@@ -40,20 +55,38 @@ fn signal(child: &Child, sig: i32) {
 }
 
 fn rows_in(path: &Path) -> usize {
-    std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
 }
 
 fn wait_for_rows(path: &Path, n: usize) {
     let t = Instant::now();
     while rows_in(path) < n {
-        assert!(t.elapsed() < Duration::from_secs(120), "training never reached {n} rows");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "training never reached {n} rows"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn losses(rows: &[LossRow]) -> Vec<(usize, usize, [f32; 6])> {
     rows.iter()
-        .map(|r| (r.epoch, r.step, [r.d_loss_real, r.d_loss_fake, r.d_loss, r.g_loss, r.d_real_mean, r.d_fake_mean]))
+        .map(|r| {
+            (
+                r.epoch,
+                r.step,
+                [
+                    r.d_loss_real,
+                    r.d_loss_fake,
+                    r.d_loss,
+                    r.g_loss,
+                    r.d_real_mean,
+                    r.d_fake_mean,
+                ],
+            )
+        })
         .collect()
 }
 
@@ -62,12 +95,18 @@ fn generator_weights(run: &Path) -> Vec<f32> {
     struct Flat(Vec<f32>);
     impl<B: Backend> ModuleVisitor<B> for Flat {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.extend(param.val().into_data().to_vec::<f32>().unwrap());
+            self.0
+                .extend(param.val().into_data().to_vec::<f32>().unwrap());
         }
     }
     let cfg = TrainingConfig::load(&run.join("config.json")).unwrap();
     let device = Default::default();
-    let g = checkpoint::load_module(cfg.generator.init::<Flex>(0, &device), &run.join("g.mpk"), &device).unwrap();
+    let g = checkpoint::load_module(
+        cfg.generator.init::<Flex>(0, &device),
+        &run.join("g.mpk"),
+        &device,
+    )
+    .unwrap();
     let mut flat = Flat(Vec::new());
     g.visit(&mut flat);
     flat.0
@@ -75,7 +114,10 @@ fn generator_weights(run: &Path) -> Vec<f32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// A straight 3-epoch run, the reference every interrupted run must end equal to.
@@ -102,7 +144,8 @@ fn ctrl_c_mid_epoch_then_resume_matches_an_uninterrupted_run() {
     assert_eq!(o.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("dcgan train --resume --out"), "{stderr}");
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint.json")).unwrap())
+            .unwrap();
     let step = manifest["step"].as_u64().unwrap() as usize;
     assert!((2..18).contains(&step), "stopped at step {step}");
     assert_eq!(rows_in(&out.join("losses.jsonl")), step);
@@ -122,32 +165,72 @@ fn ctrl_c_mid_epoch_then_resume_matches_an_uninterrupted_run() {
     }
 
     // --epochs may be raised on resume; the log continues where it stopped.
-    dcgan_ok(&["train", "--resume", "--out", p(&out), "--epochs", "4", "--backend", "cpu"]);
+    dcgan_ok(&[
+        "train",
+        "--resume",
+        "--out",
+        p(&out),
+        "--epochs",
+        "4",
+        "--backend",
+        "cpu",
+    ]);
     let c = read_losses(&out.join("losses.jsonl")).unwrap();
     assert_eq!(c.len(), 24);
     assert_eq!(losses(&c[..18]), losses(&b));
     assert!(c.iter().enumerate().all(|(i, r)| r.step == i + 1));
     // ... but not lowered below what is done.
-    let err = dcgan_err(&["train", "--resume", "--out", p(&out), "--epochs", "2", "--backend", "cpu"]);
+    let err = dcgan_err(&[
+        "train",
+        "--resume",
+        "--out",
+        p(&out),
+        "--epochs",
+        "2",
+        "--backend",
+        "cpu",
+    ]);
     assert!(err.contains("fewer than the 4 epochs"), "{err}");
 }
 
 #[test]
 fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let straight = reference_run(tmp.path());
     let faces = faces_dir();
+    // 16 faces, batch 8: 2 steps an epoch, 4 epochs, so checkpoints come often and kills
+    // land inside them as well as between them.
+    let small = |out: &Path| -> Vec<String> {
+        let mut a: Vec<String> = train_args(p(&faces), p(out))
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a[4] = "16".into();
+        a[8] = "4".into();
+        a
+    };
+    let straight = tmp.path().join("straight");
+    dcgan_ok(
+        &small(&straight)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     let out = tmp.path().join("killed");
-    let fresh = train_args(p(&faces), p(&out));
+    let fresh_owned = small(&out);
+    let fresh: Vec<&str> = fresh_owned.iter().map(String::as_str).collect();
     let resume = ["train", "--resume", "--out", p(&out), "--backend", "cpu"];
 
-    // A fixed pseudo-random schedule of kill delays, 0.3 to 2.6 s: some land mid-batch,
-    // some mid-checkpoint, some before the first checkpoint exists.
+    // A fixed pseudo-random schedule of kill delays, 0.5 to 4 s after start: some land in
+    // start-up, some mid-batch, some mid-checkpoint.
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     let mut kills = 0;
     let mut finished = false;
-    for round in 0..12 {
-        let args: &[&str] = if out.join("checkpoint.json").exists() { &resume } else { &fresh };
+    for round in 0..20 {
+        let args: &[&str] = if out.join("checkpoint.json").exists() {
+            &resume
+        } else {
+            &fresh
+        };
         let mut force = args.to_vec();
         if !out.join("checkpoint.json").exists() && out.exists() {
             force.push("--force"); // killed before the first checkpoint: start over
@@ -156,7 +239,7 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let delay = Duration::from_millis(300 + x % 2300);
+        let delay = Duration::from_millis(500 + x % 3500);
         let t = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -189,12 +272,29 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
 
     let a = read_losses(&straight.join("losses.jsonl")).unwrap();
     let b = read_losses(&out.join("losses.jsonl")).unwrap();
-    assert_eq!(losses(&a), losses(&b), "after {kills} kills the run is the uninterrupted one");
+    assert_eq!(
+        losses(&a),
+        losses(&b),
+        "after {kills} kills the run is the uninterrupted one"
+    );
     assert!(max_abs_diff(&generator_weights(&straight), &generator_weights(&out)) <= 1e-6);
-    let leftovers: Vec<_> = walk(&out).into_iter().filter(|f| f.to_string_lossy().contains(".partial")).collect();
+    let leftovers: Vec<_> = walk(&out)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains(".partial"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // And the final checkpoint samples.
-    dcgan_ok(&["sample", "--ckpt", p(&out.join("g.mpk")), "--n", "4", "--out", p(&tmp.path().join("s.png")), "--backend", "cpu"]);
+    dcgan_ok(&[
+        "sample",
+        "--ckpt",
+        p(&out.join("g.mpk")),
+        "--n",
+        "4",
+        "--out",
+        p(&tmp.path().join("s.png")),
+        "--backend",
+        "cpu",
+    ]);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -221,7 +321,12 @@ fn second_ctrl_c_quits_at_once_and_keeps_the_last_checkpoint() {
     std::thread::sleep(Duration::from_millis(5));
     signal(&child, libc::SIGINT);
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let (manifest, _) = checkpoint::RunDir(out.clone()).load_checkpoint().unwrap();
     assert!(manifest.step >= 6);
     dcgan_ok(&["train", "--resume", "--out", p(&out), "--backend", "cpu"]);
@@ -258,18 +363,43 @@ fn a_failing_write_stops_the_run_and_keeps_the_previous_checkpoint() {
     // a full disk.
     let o = Command::new("prlimit")
         .args(["--fsize=4000000", "--", env!("CARGO_BIN_EXE_dcgan")])
-        .args(["train", "--resume", "--out", p(&out), "--epochs", "2", "--backend", "cpu"])
+        .args([
+            "train",
+            "--resume",
+            "--out",
+            p(&out),
+            "--epochs",
+            "2",
+            "--backend",
+            "cpu",
+        ])
         .output()
         .expect("prlimit (util-linux)");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(stderr.contains("cannot write") && stderr.contains("previous checkpoint is intact"), "{stderr}");
+    assert!(
+        stderr.contains("cannot write") && stderr.contains("previous checkpoint is intact"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(std::fs::read(out.join("checkpoint.json")).unwrap(), before, "manifest untouched");
+    assert_eq!(
+        std::fs::read(out.join("checkpoint.json")).unwrap(),
+        before,
+        "manifest untouched"
+    );
     checkpoint::RunDir(out.clone()).load_checkpoint().unwrap();
 
     // With room again, the run resumes from epoch 1 and completes epoch 2.
-    dcgan_ok(&["train", "--resume", "--out", p(&out), "--epochs", "2", "--backend", "cpu"]);
+    dcgan_ok(&[
+        "train",
+        "--resume",
+        "--out",
+        p(&out),
+        "--epochs",
+        "2",
+        "--backend",
+        "cpu",
+    ]);
     let rows = read_losses(&out.join("losses.jsonl")).unwrap();
     assert_eq!(rows.len(), 12);
     assert!(rows.iter().enumerate().all(|(i, r)| r.step == i + 1));
@@ -292,7 +422,10 @@ fn divergence_stops_with_advice_and_keeps_the_last_good_checkpoint() {
     manifest["config"]["epochs"] = 3.into();
     std::fs::write(out.join("checkpoint.json"), manifest.to_string()).unwrap();
     let err = dcgan_err(&["train", "--resume", "--out", p(&out), "--backend", "cpu"]);
-    assert!(err.contains("non-finite") && err.contains("lower learning rate"), "{err}");
+    assert!(
+        err.contains("non-finite") && err.contains("lower learning rate"),
+        "{err}"
+    );
     // The checkpoint on disk is still the last good one: step 6.
     let (m, _) = checkpoint::RunDir(out).load_checkpoint().unwrap();
     assert_eq!(m.step, 6);
@@ -319,7 +452,10 @@ fn damaged_checkpoints_are_named_errors() {
     let bytes = std::fs::read(&g).unwrap();
     std::fs::write(&g, &bytes[..bytes.len() / 2]).unwrap();
     let err = dcgan_err(&resume);
-    assert!(err.contains("truncated") && err.contains(&*g.file_name().unwrap().to_string_lossy()), "{err}");
+    assert!(
+        err.contains("truncated") && err.contains(&*g.file_name().unwrap().to_string_lossy()),
+        "{err}"
+    );
 
     // Same size, one byte changed.
     let mut flipped = bytes.clone();
@@ -334,14 +470,20 @@ fn damaged_checkpoints_are_named_errors() {
     let saved = std::fs::read(&d_optim).unwrap();
     std::fs::remove_file(&d_optim).unwrap();
     let err = dcgan_err(&resume);
-    assert!(err.contains("missing") && err.contains("d_optim.mpk"), "{err}");
+    assert!(
+        err.contains("missing") && err.contains("d_optim.mpk"),
+        "{err}"
+    );
     std::fs::write(&d_optim, saved).unwrap();
 
     // A manifest that is not JSON.
     let manifest = std::fs::read(out.join("checkpoint.json")).unwrap();
     std::fs::write(out.join("checkpoint.json"), b"{ half a manif").unwrap();
     let err = dcgan_err(&resume);
-    assert!(err.contains("checkpoint.json") && err.contains("damaged"), "{err}");
+    assert!(
+        err.contains("checkpoint.json") && err.contains("damaged"),
+        "{err}"
+    );
     std::fs::write(out.join("checkpoint.json"), manifest).unwrap();
 
     // No checkpoint at all.
@@ -355,21 +497,46 @@ fn damaged_checkpoints_are_named_errors() {
     let other_cfg = tmp.path().join("other.json");
     std::fs::write(&other_cfg, other.to_json()).unwrap();
     let err = dcgan_err(&[
-        "sample", "--ckpt", p(&out.join("g.mpk")), "--config", p(&other_cfg), "--out",
-        p(&tmp.path().join("x.png")), "--backend", "cpu",
+        "sample",
+        "--ckpt",
+        p(&out.join("g.mpk")),
+        "--config",
+        p(&other_cfg),
+        "--out",
+        p(&tmp.path().join("x.png")),
+        "--backend",
+        "cpu",
     ]);
-    assert!(err.contains("g.mpk") && err.contains("another architecture"), "{err}");
+    assert!(
+        err.contains("g.mpk") && err.contains("another architecture"),
+        "{err}"
+    );
 
     // A file that is not a record at all.
     std::fs::write(tmp.path().join("fake.mpk"), b"not msgpack").unwrap();
     std::fs::copy(out.join("config.json"), tmp.path().join("config.json")).unwrap();
     let err = dcgan_err(&[
-        "sample", "--ckpt", p(&tmp.path().join("fake.mpk")), "--out", p(&tmp.path().join("x.png")), "--backend", "cpu",
+        "sample",
+        "--ckpt",
+        p(&tmp.path().join("fake.mpk")),
+        "--out",
+        p(&tmp.path().join("x.png")),
+        "--backend",
+        "cpu",
     ]);
     assert!(err.contains("fake.mpk"), "{err}");
 
     // After all that, the intact checkpoint still resumes.
-    dcgan_ok(&["train", "--resume", "--out", p(&out), "--epochs", "2", "--backend", "cpu"]);
+    dcgan_ok(&[
+        "train",
+        "--resume",
+        "--out",
+        p(&out),
+        "--epochs",
+        "2",
+        "--backend",
+        "cpu",
+    ]);
 }
 
 #[test]
@@ -378,15 +545,38 @@ fn resident_memory_does_not_grow_over_epochs() {
     let faces = faces_dir();
     let out = tmp.path().join("run");
     let log = dcgan_ok(&[
-        "train", "--data", p(&faces), "--limit", "16", "--batch-size", "8", "--epochs", "10", "--backend", "cpu",
-        "--out", p(&out),
+        "train",
+        "--data",
+        p(&faces),
+        "--limit",
+        "16",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "10",
+        "--backend",
+        "cpu",
+        "--out",
+        p(&out),
     ]);
     let rss: Vec<u64> = log
         .lines()
         .filter(|l| l.starts_with("epoch "))
-        .map(|l| l.split("rss ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap())
+        .map(|l| {
+            l.split("rss ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect();
     assert_eq!(rss.len(), 10, "{log}");
     let (e2, e10) = (rss[1] as f64, rss[9] as f64);
-    assert!(e10 <= e2 * 1.05, "resident memory grew from {e2} MB after epoch 2 to {e10} MB after epoch 10: {rss:?}");
+    assert!(
+        e10 <= e2 * 1.05,
+        "resident memory grew from {e2} MB after epoch 2 to {e10} MB after epoch 10: {rss:?}"
+    );
 }

@@ -7,7 +7,7 @@
 //! Older records are deleted only after the new manifest is in place.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -27,11 +27,20 @@ const FORMAT: u32 = 1;
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the folder).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// Like [`write_atomic`], for contents streamed by `fill` rather than held in one buffer.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!(".{name}.partial"));
     let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let mut f = BufWriter::new(File::create(&tmp)?);
+        fill(&mut f)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -62,11 +71,6 @@ fn decode<B: Backend, R: Record<B>>(bytes: Vec<u8>, path: &Path, device: &B::Dev
             path.display()
         )
     })
-}
-
-pub fn load_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Device) -> Result<R> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    decode(bytes, path, device)
 }
 
 /// Loads a module record into `module`, which fixes the architecture; a record of another
@@ -177,6 +181,10 @@ impl RunDir {
     }
     pub fn records(&self) -> PathBuf {
         self.0.join(RECORDS)
+    }
+    /// Decoded faces from earlier runs; kept by --force, which restarts the run, not the data.
+    pub fn cache(&self) -> PathBuf {
+        self.0.join("cache")
     }
     pub fn samples(&self) -> PathBuf {
         self.0.join("samples")

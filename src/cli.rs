@@ -6,11 +6,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::backend::{self, Autodiff, BackendChoice};
+use crate::bench;
+use crate::cache;
 use crate::checkpoint::{DataFingerprint, RunDir};
 use crate::config::TrainingConfig;
 use crate::data;
 use crate::interrupt;
 use crate::plot;
+use crate::progress;
 use crate::sample::{self, SampleArgs};
 use crate::train::{self, Outcome, Start};
 use crate::with_backend;
@@ -32,6 +35,7 @@ pub enum Command {
     Train(TrainArgs),
     Sample(SampleCli),
     Plot(PlotArgs),
+    Bench(BenchArgs),
 }
 
 /// Train G and D on a folder of face photos; checkpoints, losses and previews go to --out.
@@ -73,7 +77,48 @@ pub struct TrainArgs {
     /// Overwrite a run folder that already holds a run.
     #[arg(long)]
     pub force: bool,
+    /// Keep the decoded faces here (default: <out>/cache), so the next run on the same
+    /// photos skips decoding. Share one folder between runs with --cache-dir.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Decode the photos every time; write no cache.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Where to compute: a GPU if present (auto), WGPU, or the CPU.
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: BackendChoice,
+}
+
+/// Measure loading, training-step and sampling speed (medians of several runs).
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  dcgan bench --data img_align_celeba --limit 5000\n  dcgan bench --only step --backend cpu --batch-size 128 --json\n  dcgan bench --only step,sample --backend wgpu --runs 10"
+)]
+pub struct BenchArgs {
+    /// Folder of photos for the loading benchmarks (and real faces for the step).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Use only the first N images of the folder.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// What to measure (default: load and cache when --data is given, then step and sample).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<bench::Part>,
+    /// Built-in preset whose networks and optimiser to use.
+    #[arg(long, value_name = "NAME", default_value = "dcgan")]
+    pub preset: String,
+    /// Images per training step and per sampling pass.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch_size: u64,
+    /// Untimed runs first (autotuning, caches, allocator).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed runs; the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// Print one JSON object per measurement on stdout.
+    #[arg(long)]
+    pub json: bool,
     #[arg(long, value_enum, default_value_t)]
     pub backend: BackendChoice,
 }
@@ -160,10 +205,12 @@ impl TrainArgs {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    progress::tune_allocator();
     match cli.command {
         Command::Train(args) => train_command(args),
         Command::Sample(args) => sample_command(args),
         Command::Plot(args) => plot_command(args),
+        Command::Bench(args) => bench_command(args),
     }
 }
 
@@ -207,9 +254,16 @@ fn train_command(args: TrainArgs) -> Result<()> {
     }
 
     let t = std::time::Instant::now();
-    let faces = data::load_faces(&files, cfg.data.crop, cfg.data.filter)?;
+    let cache_dir = match (&args.cache_dir, args.no_cache) {
+        (_, true) => None,
+        (Some(dir), false) => Some(dir.clone()),
+        (None, false) => Some(run.cache()),
+    };
+    let (faces, cached) =
+        cache::load_or_decode(cache_dir.as_deref(), &files, cfg.data.crop, cfg.data.filter)?;
     eprintln!(
-        "loaded {} faces from {} files in {:.1}s ({} skipped); training on {}",
+        "{} {} faces from {} files in {:.1}s ({} skipped); training on {}",
+        if cached { "read cached" } else { "decoded" },
         faces.len(),
         files.len(),
         t.elapsed().as_secs_f64(),
@@ -275,6 +329,46 @@ fn sample_command(args: SampleCli) -> Result<()> {
         each: args.each,
     };
     with_backend!(resolved, |B, device| sample::run::<B>(&args, &device))
+}
+
+fn bench_command(args: BenchArgs) -> Result<()> {
+    let mut config = TrainingConfig::preset(&args.preset)?;
+    config.batch_size = args.batch_size as usize;
+    config.validate().context("invalid benchmark settings")?;
+    let parts = if args.only.is_empty() {
+        let mut p = if args.data.is_some() {
+            vec![bench::Part::Load, bench::Part::Cache]
+        } else {
+            Vec::new()
+        };
+        p.extend([bench::Part::Step, bench::Part::Sample]);
+        p
+    } else {
+        args.only.clone()
+    };
+    let resolved = backend::resolve(args.backend)?;
+    eprintln!("benchmarking on {}", resolved.name());
+    let settings = bench::BenchSettings {
+        data: args.data,
+        limit: args.limit,
+        config,
+        parts,
+        warmup: args.warmup,
+        runs: args.runs as usize,
+        backend_name: match resolved {
+            backend::Resolved::Cpu => "cpu".into(),
+            backend::Resolved::Wgpu { .. } => "wgpu".into(),
+        },
+    };
+    let results = with_backend!(resolved, |B, device| bench::run::<Autodiff<B>>(
+        &settings, &device
+    ))?;
+    if args.json {
+        for m in results {
+            println!("{}", serde_json::to_string(&m)?);
+        }
+    }
+    Ok(())
 }
 
 fn plot_command(args: PlotArgs) -> Result<()> {

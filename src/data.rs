@@ -11,11 +11,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use std::io::Cursor;
 
-use image::{imageops, ImageFormat, ImageReader, Limits, RgbImage};
+use image::{ImageFormat, ImageReader, Limits, RgbImage};
 use rayon::prelude::*;
 
 use crate::config::{CropBox, Normalization, ResizeFilter};
 use crate::progress;
+use crate::resize::Resampler;
 
 pub const SIZE: usize = 64;
 pub const FACE_BYTES: usize = SIZE * SIZE * 3;
@@ -163,11 +164,12 @@ pub fn load_faces(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Res
     // One buffer for all faces, filled in place, then compacted over the failures: peak
     // memory stays at one u8 copy of the set.
     let mut pixels = vec![0u8; files.len() * FACE_BYTES];
+    let resampler = Resampler::new(crop, filter, SIZE, SIZE);
     let results: Vec<Result<(), String>> = pixels
         .par_chunks_mut(FACE_BYTES)
         .zip(files.par_iter())
         .map(|(out, path)| {
-            let r = load_face(path, crop, filter).map(|face| out.copy_from_slice(&face));
+            let r = decode_face(path, crop, &resampler, out);
             bar.inc(1);
             r
         })
@@ -217,6 +219,23 @@ pub fn load_faces(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Res
 
 /// One file to one 64x64 RGB face, or a one-line reason it cannot be used.
 pub fn load_face(path: &Path, crop: CropBox, filter: ResizeFilter) -> Result<Vec<u8>, String> {
+    let mut face = vec![0u8; FACE_BYTES];
+    decode_face(
+        path,
+        crop,
+        &Resampler::new(crop, filter, SIZE, SIZE),
+        &mut face,
+    )?;
+    Ok(face)
+}
+
+/// [`load_face`] into `out`, with the resize coefficients computed once per load.
+fn decode_face(
+    path: &Path,
+    crop: CropBox,
+    resampler: &Resampler,
+    out: &mut [u8],
+) -> Result<(), String> {
     let size = std::fs::metadata(path)
         .map_err(|e| format!("cannot open: {e}"))?
         .len();
@@ -245,15 +264,31 @@ pub fn load_face(path: &Path, crop: CropBox, filter: ResizeFilter) -> Result<Vec
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
-    face_from_rgb(&img.to_rgb8(), crop, filter)
+    resize_into(&img.into_rgb8(), crop, resampler, out)
 }
 
-/// Pillow's `img.crop(box).resize((64, 64))`.
+/// Pillow's `img.crop(box).resize((64, 64))`, pixel for pixel (see `resize.rs`).
 pub fn face_from_rgb(
     img: &RgbImage,
     crop: CropBox,
     filter: ResizeFilter,
 ) -> Result<Vec<u8>, String> {
+    let mut face = vec![0u8; FACE_BYTES];
+    resize_into(
+        img,
+        crop,
+        &Resampler::new(crop, filter, SIZE, SIZE),
+        &mut face,
+    )?;
+    Ok(face)
+}
+
+fn resize_into(
+    img: &RgbImage,
+    crop: CropBox,
+    resampler: &Resampler,
+    out: &mut [u8],
+) -> Result<(), String> {
     if img.width() < crop.right || img.height() < crop.bottom {
         return Err(format!(
             "image is {}x{}, smaller than the crop box (right {}, bottom {})",
@@ -263,15 +298,13 @@ pub fn face_from_rgb(
             crop.bottom
         ));
     }
-    let cropped =
-        imageops::crop_imm(img, crop.left, crop.top, crop.width(), crop.height()).to_image();
-    let filter = match filter {
-        ResizeFilter::Nearest => imageops::FilterType::Nearest,
-        ResizeFilter::Bilinear => imageops::FilterType::Triangle,
-        ResizeFilter::Bicubic => imageops::FilterType::CatmullRom,
-        ResizeFilter::Lanczos3 => imageops::FilterType::Lanczos3,
-    };
-    Ok(imageops::resize(&cropped, SIZE as u32, SIZE as u32, filter).into_raw())
+    resampler.apply(
+        img.as_raw(),
+        img.width() as usize,
+        img.height() as usize,
+        out,
+    );
+    Ok(())
 }
 
 /// Turns u8 faces into the float NCHW batch the networks eat.

@@ -1,13 +1,18 @@
 //! dcgan: train a DCGAN on CelebA faces with burn, then sample and chart it.
 
 pub mod backend;
+pub mod bench;
+pub mod cache;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod cpu;
 pub mod data;
 pub mod interrupt;
+pub mod layers;
 pub mod model;
 pub mod plot;
 pub mod progress;
+pub mod resize;
 pub mod sample;
 pub mod train;

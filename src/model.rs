@@ -5,16 +5,15 @@
 //! `trainable = False`, which puts BatchNorm in inference mode while Dropout stays active.
 
 use burn::module::{Module, ModuleVisitor, Param, RunningState};
-use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{leaky_relu, sigmoid};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor, TensorData, TensorPrimitive};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-const LEAKY_SLOPE: f64 = 0.2;
+use crate::layers::{Conv, LayerBackend, LEAKY_SLOPE};
 
 /// How BatchNorm and Dropout behave in one forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,36 +135,46 @@ impl<B: Backend> BatchNorm<B> {
             epsilon,
         }
     }
+}
 
-    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let [n, c, h, w] = x.dims();
-        let (mean, var) = if mode != Mode::Eval {
-            // [N, C, H, W] -> [C, N*H*W]
-            let flat = x.clone().swap_dims(0, 1).reshape([c, n * h * w]);
-            let mean = flat.clone().mean_dim(1).reshape([c]);
-            let var = flat
-                .sub(mean.clone().reshape([c, 1]))
-                .square()
-                .mean_dim(1)
-                .reshape([c]);
-            if mode == Mode::Train {
-                let m = self.momentum;
-                let rm = self.running_mean.value_sync().mul_scalar(1.0 - m);
-                let rv = self.running_var.value_sync().mul_scalar(1.0 - m);
-                self.running_mean
-                    .update(rm.add(mean.clone().detach().mul_scalar(m)).detach());
-                self.running_var
-                    .update(rv.add(var.clone().detach().mul_scalar(m)).detach());
-            }
-            (mean, var)
-        } else {
-            (self.running_mean.value(), self.running_var.value())
-        };
-        // Fold normalisation and the affine transform into one scale and shift per channel.
-        let scale = self.gamma.val().div(var.add_scalar(self.epsilon).sqrt());
-        let shift = self.beta.val().sub(mean.mul(scale.clone()));
-        x.mul(scale.reshape([1, c, 1, 1]))
-            .add(shift.reshape([1, c, 1, 1]))
+impl<B: LayerBackend> BatchNorm<B> {
+    /// LeakyReLU(0.2) of the convolution's output `x`, then this BatchNorm: the order of the
+    /// notebook, fused into one backend operation where batch statistics are used.
+    pub fn leaky_forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        if mode == Mode::Eval {
+            let scale = self
+                .gamma
+                .val()
+                .div(self.running_var.value().add_scalar(self.epsilon).sqrt());
+            let shift = self
+                .beta
+                .val()
+                .sub(self.running_mean.value().mul(scale.clone()));
+            return Tensor::from_primitive(TensorPrimitive::Float(B::leaky_affine(
+                x.into_primitive().tensor(),
+                scale.into_primitive().tensor(),
+                shift.into_primitive().tensor(),
+            )));
+        }
+        let [y, mean, var] = B::leaky_bn(
+            x.into_primitive().tensor(),
+            self.gamma.val().into_primitive().tensor(),
+            self.beta.val().into_primitive().tensor(),
+            self.epsilon,
+        );
+        if mode == Mode::Train {
+            let m = self.momentum;
+            let (mean, var): (Tensor<B, 1>, Tensor<B, 1>) = (
+                Tensor::from_primitive(TensorPrimitive::Float(mean)),
+                Tensor::from_primitive(TensorPrimitive::Float(var)),
+            );
+            let rm = self.running_mean.value_sync().mul_scalar(1.0 - m);
+            let rv = self.running_var.value_sync().mul_scalar(1.0 - m);
+            self.running_mean
+                .update(rm.add(mean.mul_scalar(m)).detach());
+            self.running_var.update(rv.add(var.mul_scalar(m)).detach());
+        }
+        Tensor::from_primitive(TensorPrimitive::Float(y))
     }
 }
 
@@ -217,51 +226,44 @@ impl Initialiser {
     }
 
     /// Kernel 4, stride 2, "same" padding: halves the spatial size.
-    fn conv<B: Backend>(&mut self, c_in: usize, c_out: usize, device: &B::Device) -> Conv2d<B> {
-        let mut layer = Conv2dConfig::new([c_in, c_out], [4, 4])
-            .with_stride([2, 2])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-            .init(device);
+    fn conv<B: Backend>(&mut self, c_in: usize, c_out: usize, device: &B::Device) -> Conv<B> {
         let w = self.kernel(c_out * c_in * 16, c_in * 16, c_out * 16);
-        layer.weight = Param::from_tensor(Tensor::from_data(
-            TensorData::new(w, [c_out, c_in, 4, 4]),
-            device,
-        ));
-        layer.bias = Some(Param::from_tensor(Tensor::zeros([c_out], device)));
-        layer
+        self.conv_layer([c_out, c_in, 4, 4], w, false, device)
     }
 
     /// Kernel 4, stride 2, "same" padding: doubles the spatial size.
-    fn deconv<B: Backend>(
-        &mut self,
-        c_in: usize,
-        c_out: usize,
-        device: &B::Device,
-    ) -> ConvTranspose2d<B> {
-        let mut layer = ConvTranspose2dConfig::new([c_in, c_out], [4, 4])
-            .with_stride([2, 2])
-            .with_padding([1, 1])
-            .init(device);
+    fn deconv<B: Backend>(&mut self, c_in: usize, c_out: usize, device: &B::Device) -> Conv<B> {
+        // Keras counts a transposed kernel's fans the other way round.
         let w = self.kernel(c_in * c_out * 16, c_out * 16, c_in * 16);
-        layer.weight = Param::from_tensor(Tensor::from_data(
-            TensorData::new(w, [c_in, c_out, 4, 4]),
-            device,
-        ));
-        layer.bias = Some(Param::from_tensor(Tensor::zeros([c_out], device)));
-        layer
+        self.conv_layer([c_in, c_out, 4, 4], w, true, device)
+    }
+
+    fn conv_layer<B: Backend>(
+        &mut self,
+        shape: [usize; 4],
+        w: Vec<f32>,
+        transposed: bool,
+        device: &B::Device,
+    ) -> Conv<B> {
+        let out = if transposed { shape[1] } else { shape[0] };
+        Conv {
+            weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, shape), device)),
+            bias: Param::from_tensor(Tensor::zeros([out], device)),
+            transposed,
+        }
     }
 }
 
 #[derive(Module, Debug)]
 pub struct Generator<B: Backend> {
     fc: Linear<B>,
-    deconv1: ConvTranspose2d<B>,
+    deconv1: Conv<B>,
     bn1: BatchNorm<B>,
-    deconv2: ConvTranspose2d<B>,
+    deconv2: Conv<B>,
     bn2: BatchNorm<B>,
-    deconv3: ConvTranspose2d<B>,
+    deconv3: Conv<B>,
     bn3: BatchNorm<B>,
-    deconv4: ConvTranspose2d<B>,
+    deconv4: Conv<B>,
     #[module(skip)]
     output: Output,
 }
@@ -287,19 +289,13 @@ impl GeneratorConfig {
     }
 }
 
-impl<B: Backend> Generator<B> {
+impl<B: LayerBackend> Generator<B> {
     pub fn forward(&self, noise: Tensor<B, 2>, mode: Mode) -> Tensor<B, 4> {
         let [n, _] = noise.dims();
         let x = self.fc.forward(noise).reshape([n, 512, 4, 4]); // [N, 512, 4, 4]
-        let x = self
-            .bn1
-            .forward(leaky_relu(self.deconv1.forward(x), LEAKY_SLOPE), mode); // [N, 256, 8, 8]
-        let x = self
-            .bn2
-            .forward(leaky_relu(self.deconv2.forward(x), LEAKY_SLOPE), mode); // [N, 128, 16, 16]
-        let x = self
-            .bn3
-            .forward(leaky_relu(self.deconv3.forward(x), LEAKY_SLOPE), mode); // [N, 64, 32, 32]
+        let x = self.bn1.leaky_forward(self.deconv1.forward(x), mode); // [N, 256, 8, 8]
+        let x = self.bn2.leaky_forward(self.deconv2.forward(x), mode); // [N, 128, 16, 16]
+        let x = self.bn3.leaky_forward(self.deconv3.forward(x), mode); // [N, 64, 32, 32]
         let x = self.deconv4.forward(x); // [N, 3, 64, 64]
         match self.output {
             Output::Sigmoid => sigmoid(x),
@@ -314,12 +310,12 @@ impl<B: Backend> Generator<B> {
 
 #[derive(Module, Debug)]
 pub struct Discriminator<B: Backend> {
-    conv1: Conv2d<B>,
-    conv2: Conv2d<B>,
+    conv1: Conv<B>,
+    conv2: Conv<B>,
     bn2: BatchNorm<B>,
-    conv3: Conv2d<B>,
+    conv3: Conv<B>,
     bn3: BatchNorm<B>,
-    conv4: Conv2d<B>,
+    conv4: Conv<B>,
     fc: Linear<B>,
     dropout: f64,
     #[module(skip)]
@@ -347,7 +343,7 @@ impl DiscriminatorConfig {
     }
 }
 
-impl<B: Backend> Discriminator<B> {
+impl<B: LayerBackend> Discriminator<B> {
     /// Returns logits; the notebook's sigmoid is folded into the loss, where it is stable.
     pub fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let [n, _, _, _] = images.dims();
@@ -356,13 +352,9 @@ impl<B: Backend> Discriminator<B> {
             _ => mode,
         };
         let x = self.conv1.forward(images); // [N, 32, 32, 32], no activation, as the notebook
-        let x = self
-            .bn2
-            .forward(leaky_relu(self.conv2.forward(x), LEAKY_SLOPE), bn); // [N, 64, 16, 16]
-        let x = self
-            .bn3
-            .forward(leaky_relu(self.conv3.forward(x), LEAKY_SLOPE), bn); // [N, 128, 8, 8]
-        let x = leaky_relu(self.conv4.forward(x), LEAKY_SLOPE); // [N, 256, 4, 4]
+        let x = self.bn2.leaky_forward(self.conv2.forward(x), bn); // [N, 64, 16, 16]
+        let x = self.bn3.leaky_forward(self.conv3.forward(x), bn); // [N, 128, 8, 8]
+        let x = leaky_relu(self.conv4.forward(x), LEAKY_SLOPE as f64); // [N, 256, 4, 4]
         let x = dropout(x.reshape([n, 256 * 4 * 4]), self.dropout, mode); // [N, 4096]
         self.fc.forward(x) // [N, 1]
     }
@@ -433,15 +425,7 @@ mod tests {
             mean.abs() < 1e-3 && (std - 0.02).abs() < 1e-3,
             "mean {mean} std {std}"
         );
-        let b = g
-            .deconv2
-            .bias
-            .as_ref()
-            .unwrap()
-            .val()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
+        let b = g.deconv2.bias.val().into_data().to_vec::<f32>().unwrap();
         assert!(b.iter().all(|x| *x == 0.0));
         let out = g.forward(Tensor::zeros([1, 100], &Default::default()), Mode::Eval);
         let v = out.into_data().to_vec::<f32>().unwrap();

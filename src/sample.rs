@@ -11,6 +11,7 @@ use image::{ImageFormat, RgbImage};
 use crate::checkpoint;
 use crate::config::TrainingConfig;
 use crate::data::{FACE_BYTES, SIZE};
+use crate::layers::LayerBackend;
 use crate::model::{Generator, Mode, Output};
 use crate::train::{noise, rng, Stream};
 
@@ -94,7 +95,7 @@ pub fn config_for(ckpt: &Path, config: Option<&Path>) -> Result<TrainingConfig> 
     TrainingConfig::load(&path)
 }
 
-pub fn load_generator<B: Backend>(
+pub fn load_generator<B: LayerBackend>(
     cfg: &TrainingConfig,
     ckpt: &Path,
     device: &B::Device,
@@ -109,7 +110,7 @@ pub fn load_generator<B: Backend>(
 }
 
 /// Generates `n` faces from `seed`: the same seed gives the same faces.
-pub fn generate<B: Backend>(
+pub fn generate<B: LayerBackend>(
     cfg: &TrainingConfig,
     g: &Generator<B>,
     n: usize,
@@ -126,7 +127,7 @@ pub fn generate<B: Backend>(
     faces
 }
 
-pub fn run<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: LayerBackend>(args: &SampleArgs, device: &B::Device) -> Result<()> {
     let cfg = config_for(&args.ckpt, args.config.as_deref())?;
     let g = load_generator::<B>(&cfg, &args.ckpt, device)?;
     let faces = generate(&cfg, &g, args.n, args.seed, device);

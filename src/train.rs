@@ -28,6 +28,7 @@ use crate::checkpoint::{self, DataFingerprint, Manifest, Records, RunDir};
 use crate::config::{AdamSettings, TrainingConfig};
 use crate::data::{FaceBatcher, Faces};
 use crate::interrupt;
+use crate::layers::TrainBackend;
 use crate::model::{Discriminator, Generator, Mode};
 use crate::progress;
 use crate::sample;
@@ -126,7 +127,7 @@ impl StepStats {
     }
 }
 
-impl<B: AutodiffBackend> Gan<B> {
+impl<B: TrainBackend> Gan<B> {
     pub fn new(cfg: &TrainingConfig, device: &B::Device) -> Self {
         Self {
             g: cfg
@@ -304,7 +305,7 @@ pub enum Start {
 }
 
 /// Trains until `cfg.epochs` epochs are done, writing everything the run folder promises.
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: TrainBackend>(
     cfg: &TrainingConfig,
     faces: &Faces,
     data: DataFingerprint,
@@ -438,6 +439,7 @@ pub fn train<B: AutodiffBackend>(
         last_checkpoint = Instant::now();
 
         let secs = epoch_start.elapsed().as_secs_f64();
+        progress::release_free_memory();
         let n = done.max(1) as f64;
         let per_step = started.elapsed().as_secs_f64() / (step - first_step) as f64;
         eprintln!(

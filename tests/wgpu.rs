@@ -8,11 +8,11 @@ use std::process::Command;
 
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Autodiff, Flex, Wgpu};
-use burn::tensor::backend::AutodiffBackend;
 use common::*;
 use dcgan::backend::{self, BackendChoice};
 use dcgan::config::TrainingConfig;
 use dcgan::data::{find_images, load_faces, FaceBatcher, Faces};
+use dcgan::layers::TrainBackend;
 use dcgan::train::{noise, rng, Gan, StepStats, Stream};
 
 const BATCH: usize = 4;
@@ -24,7 +24,7 @@ const LAVAPIPE_ENV: [(&str, &str); 2] = [
     ("CUBECL_AUTOTUNE_LEVEL", "minimal"),
 ];
 
-fn two_steps<B: AutodiffBackend>(
+fn two_steps<B: TrainBackend>(
     cfg: &TrainingConfig,
     faces: &Faces,
     device: &B::Device,

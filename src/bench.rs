@@ -1,0 +1,249 @@
+//! `dcgan bench`: how fast faces load, a training step runs and a generator samples.
+//!
+//! Every figure is the median of several timed runs after untimed warm-up runs, because
+//! these machines are shared and a single timing says little. `--json` prints one line per
+//! measurement in the schema the reference scripts in `tests/reference/` print, so the
+//! comparison table can be built from both.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::layers::TrainBackend;
+use anyhow::{bail, Result};
+use burn::module::AutodiffModule;
+use serde::Serialize;
+
+use crate::cache;
+use crate::config::TrainingConfig;
+use crate::data::{self, FaceBatcher, Faces, FACE_BYTES};
+use crate::model::Mode;
+use crate::progress;
+use crate::sample;
+use crate::train::{noise, rng, Gan, Stream};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Decode + crop + resize a folder of photos.
+    Load,
+    /// Read the same faces back from the preprocessed cache.
+    Cache,
+    /// One full training step: D on real, D on fake, G through D.
+    Step,
+    /// Generator forward pass in inference mode, to u8 faces.
+    Sample,
+}
+
+pub struct BenchSettings {
+    pub data: Option<PathBuf>,
+    pub limit: Option<usize>,
+    pub config: TrainingConfig,
+    pub parts: Vec<Part>,
+    pub warmup: usize,
+    pub runs: usize,
+    pub backend_name: String,
+}
+
+/// One measurement: the schema shared with `tests/reference/*.py`.
+#[derive(Serialize, Debug, Clone)]
+pub struct Measurement {
+    pub tool: &'static str,
+    pub bench: &'static str,
+    pub backend: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<usize>,
+    pub runs: Vec<f64>,
+    pub median_s: f64,
+    pub images_per_sec: f64,
+    pub threads: usize,
+    pub peak_rss_mb: f64,
+}
+
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let t = Instant::now();
+    let out = f();
+    (t.elapsed().as_secs_f64(), out)
+}
+
+fn measurement(
+    bench: &'static str,
+    backend: &str,
+    batch: Option<usize>,
+    images: Option<usize>,
+    runs: Vec<f64>,
+    per_run: usize,
+) -> Measurement {
+    let median_s = median(&runs);
+    Measurement {
+        tool: "dcgan",
+        bench,
+        backend: backend.to_string(),
+        batch,
+        images,
+        images_per_sec: per_run as f64 / median_s,
+        median_s,
+        runs,
+        threads: rayon::current_num_threads(),
+        peak_rss_mb: progress::peak_rss_bytes() as f64 / (1 << 20) as f64,
+    }
+}
+
+/// Faces for the step and sampling benchmarks: the real ones when a folder is given, else
+/// a deterministic pattern (the arithmetic does not depend on the pixel values).
+fn faces_for_steps(loaded: Option<&Faces>, batch: usize) -> Faces {
+    match loaded {
+        Some(f) if f.len() >= batch => {
+            Faces::from_pixels(f.pixels()[..batch * FACE_BYTES].to_vec())
+        }
+        _ => Faces::from_pixels(
+            (0..batch * FACE_BYTES)
+                .map(|i| (i * 31 % 251) as u8)
+                .collect(),
+        ),
+    }
+}
+
+/// Runs the chosen parts on backend `B`; returns the measurements in order.
+pub fn run<B: TrainBackend>(s: &BenchSettings, device: &B::Device) -> Result<Vec<Measurement>> {
+    let cfg = &s.config;
+    let mut out = Vec::new();
+    let mut loaded: Option<Faces> = None;
+    let needs_files = s
+        .parts
+        .iter()
+        .any(|p| matches!(p, Part::Load | Part::Cache));
+    let files = match (&s.data, needs_files) {
+        (Some(dir), _) => {
+            let mut files = data::find_images(dir)?;
+            if let Some(n) = s.limit {
+                files.truncate(n);
+            }
+            files
+        }
+        (None, true) => bail!("--only load/cache needs --data DIR, a folder of face photos"),
+        (None, false) => Vec::new(),
+    };
+
+    if s.parts.contains(&Part::Load) {
+        let mut runs = Vec::new();
+        for i in 0..s.warmup + s.runs {
+            let (secs, faces) = time(|| data::load_faces(&files, cfg.data.crop, cfg.data.filter));
+            let faces = faces?;
+            if i >= s.warmup {
+                runs.push(secs);
+            }
+            loaded = Some(faces);
+        }
+        let m = measurement("load", "cpu", None, Some(files.len()), runs, files.len());
+        report(&m, &format!("load    {} files", files.len()));
+        out.push(m);
+    }
+    if s.parts.contains(&Part::Cache) {
+        let dir = tempfile_dir()?;
+        let key = cache::CacheKey::new(&files, cfg.data.crop, cfg.data.filter)?;
+        let faces = match loaded.take() {
+            Some(f) => f,
+            None => data::load_faces(&files, cfg.data.crop, cfg.data.filter)?,
+        };
+        cache::store(&dir, &key, &faces)?;
+        let mut runs = Vec::new();
+        for i in 0..s.warmup + s.runs {
+            let (secs, hit) = time(|| cache::load(&dir, &key));
+            let hit =
+                hit?.ok_or_else(|| anyhow::anyhow!("the cache just written was not found"))?;
+            if i >= s.warmup {
+                runs.push(secs);
+            }
+            loaded = Some(hit);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let m = measurement("cache", "cpu", None, Some(files.len()), runs, files.len());
+        report(&m, &format!("cache   {} files", files.len()));
+        out.push(m);
+    }
+    if s.parts.contains(&Part::Step) {
+        let batch = cfg.batch_size;
+        let faces = faces_for_steps(loaded.as_ref(), batch);
+        let batcher = FaceBatcher::new(cfg.data.normalization);
+        let indices: Vec<usize> = (0..batch).collect();
+        let mut gan = Gan::<B>::new(cfg, device);
+        let mut runs = Vec::new();
+        for i in 0..s.warmup + s.runs {
+            let mut r = rng(cfg.seed, i, Stream::Noise);
+            let (secs, next) = time(|| {
+                let real = batcher.batch::<B>(&faces, &indices, device);
+                let zd = noise::<B>(cfg, &mut r, batch, device);
+                let zg = noise::<B>(cfg, &mut r, batch, device);
+                // `step` reads the losses back, so the clock stops after the device finished.
+                gan.step(real, zd, zg).0
+            });
+            gan = next;
+            if i >= s.warmup {
+                runs.push(secs);
+            }
+        }
+        let m = measurement("step", &s.backend_name, Some(batch), None, runs, batch);
+        report(&m, &format!("step    batch {batch}"));
+        out.push(m);
+    }
+    if s.parts.contains(&Part::Sample) {
+        let batch = cfg.batch_size;
+        let g = Gan::<B>::new(cfg, device).g.valid();
+        let mut runs = Vec::new();
+        for i in 0..s.warmup + s.runs {
+            let mut r = rng(cfg.seed, i, Stream::Noise);
+            let (secs, faces) = time(|| {
+                let z = noise::<B::InnerBackend>(cfg, &mut r, batch, device);
+                sample::to_faces(g.forward(z, Mode::Eval), g.output())
+            });
+            assert_eq!(faces.len(), batch);
+            if i >= s.warmup {
+                runs.push(secs);
+            }
+        }
+        let m = measurement("sample", &s.backend_name, Some(batch), None, runs, batch);
+        report(&m, &format!("sample  batch {batch}"));
+        out.push(m);
+    }
+    Ok(out)
+}
+
+fn report(m: &Measurement, what: &str) {
+    let runs: Vec<String> = m.runs.iter().map(|r| format!("{r:.3}")).collect();
+    eprintln!(
+        "{what:<22} median {:>8.3} s  {:>9.0} images/s  (runs: {})  peak rss {:.0} MB",
+        m.median_s,
+        m.images_per_sec,
+        runs.join(" "),
+        m.peak_rss_mb
+    );
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("dcgan-bench-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}

@@ -1,0 +1,240 @@
+//! Preprocessed faces on disk, so a second run on the same photos starts without decoding.
+//!
+//! A cache file holds the 64x64 u8 faces exactly as [`data::load_faces`] made them, plus the
+//! list of skipped files. Its name is a hash of everything the faces depend on: each file's
+//! path, size and modification time, the crop box and the resize filter. Change any of those
+//! and the name changes, so a stale cache is never read; it is simply not found.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use anyhow::{Context, Result};
+
+use crate::checkpoint;
+use crate::config::{CropBox, ResizeFilter};
+use crate::data::{Faces, FACE_BYTES};
+
+const MAGIC: &[u8; 8] = b"DCGANFC1";
+
+/// What the cached faces were made from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheKey {
+    hash: u64,
+    files: usize,
+}
+
+/// FNV-1a: stable across Rust releases (std's hasher is not), fast enough for 200k paths.
+struct Fnv(u64);
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+impl CacheKey {
+    /// Reads every file's size and modification time (one `stat` each, no decoding).
+    pub fn new(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Result<Self> {
+        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        h.write(MAGIC);
+        h.write(format!("{crop:?} {filter:?}").as_bytes());
+        for f in files {
+            let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+            h.write(abs.as_os_str().as_encoded_bytes());
+            // A file that cannot be stat'ed is keyed as missing; decoding will name it.
+            let (len, mtime) = std::fs::metadata(f)
+                .map(|m| {
+                    let t = m
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_nanos());
+                    (m.len(), t)
+                })
+                .unwrap_or((u64::MAX, 0));
+            h.write(&len.to_le_bytes());
+            h.write(&mtime.to_le_bytes());
+        }
+        Ok(Self {
+            hash: h.0,
+            files: files.len(),
+        })
+    }
+
+    pub fn path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("faces-{}-{:016x}.bin", self.files, self.hash))
+    }
+}
+
+/// The cached faces, `Ok(None)` when there are none for this key. A damaged cache file is
+/// reported and treated as absent: it is only a cache.
+pub fn load(dir: &Path, key: &CacheKey) -> Result<Option<Faces>> {
+    let path = key.path(dir);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+    };
+    match read(file, key) {
+        Ok(faces) => Ok(Some(faces)),
+        Err(e) => {
+            eprintln!(
+                "warning: ignoring damaged face cache {} ({e}); decoding the photos again",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
+fn read(file: File, key: &CacheKey) -> std::io::Result<Faces> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut header = [0u8; 32];
+    r.read_exact(&mut header)?;
+    let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
+    if &header[..8] != MAGIC || word(8) != key.hash {
+        return Err(bad("not a face cache for these files"));
+    }
+    let (faces, skipped_len) = (word(16) as usize, word(24) as usize);
+    if faces > key.files {
+        return Err(bad("more faces than files"));
+    }
+    // Read straight into the one buffer training uses: peak memory stays at one copy.
+    let mut pixels = vec![0u8; faces * FACE_BYTES];
+    r.read_exact(&mut pixels)?;
+    let mut skipped = vec![0u8; skipped_len];
+    r.read_exact(&mut skipped)?;
+    let mut crc = [0u8; 4];
+    r.read_exact(&mut crc)?;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header);
+    h.update(&pixels);
+    h.update(&skipped);
+    if h.finalize() != u32::from_le_bytes(crc) {
+        return Err(bad("checksum mismatch"));
+    }
+    let skipped: Vec<(String, String)> =
+        serde_json::from_slice(&skipped).map_err(|_| bad("damaged skipped-file list"))?;
+    let mut out = Faces::from_pixels(pixels);
+    out.skipped = skipped
+        .into_iter()
+        .map(|(p, why)| (PathBuf::from(p), why))
+        .collect();
+    Ok(out)
+}
+
+/// Writes the faces for `key` atomically: a crash leaves the old state, never half a cache.
+pub fn store(dir: &Path, key: &CacheKey, faces: &Faces) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create cache folder {}", dir.display()))?;
+    let skipped: Vec<(String, &str)> = faces
+        .skipped
+        .iter()
+        .map(|(p, why)| (p.to_string_lossy().into_owned(), why.as_str()))
+        .collect();
+    let skipped = serde_json::to_vec(&skipped).context("cannot serialise skipped files")?;
+    let mut header = Vec::with_capacity(32);
+    header.extend_from_slice(MAGIC);
+    for w in [key.hash, faces.len() as u64, skipped.len() as u64] {
+        header.extend_from_slice(&w.to_le_bytes());
+    }
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header);
+    h.update(faces.pixels());
+    h.update(&skipped);
+    let crc = h.finalize();
+    checkpoint::write_atomic_with(&key.path(dir), |f| {
+        f.write_all(&header)?;
+        f.write_all(faces.pixels())?;
+        f.write_all(&skipped)?;
+        f.write_all(&crc.to_le_bytes())
+    })
+}
+
+/// Faces for `files`: from the cache in `dir` when it holds them, else decoded and then
+/// cached. A cache that cannot be written costs a warning, not the run.
+pub fn load_or_decode(
+    dir: Option<&Path>,
+    files: &[PathBuf],
+    crop: CropBox,
+    filter: ResizeFilter,
+) -> Result<(Faces, bool)> {
+    let Some(dir) = dir else {
+        return Ok((crate::data::load_faces(files, crop, filter)?, false));
+    };
+    let key = CacheKey::new(files, crop, filter)?;
+    if let Some(faces) = load(dir, &key)? {
+        return Ok((faces, true));
+    }
+    let faces = crate::data::load_faces(files, crop, filter)?;
+    if let Err(e) = store(dir, &key, &faces) {
+        eprintln!("warning: could not cache the decoded faces ({e:#}); the next run decodes again");
+    }
+    Ok((faces, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn faces(n: usize) -> Faces {
+        let mut f = Faces::from_pixels((0..n * FACE_BYTES).map(|i| (i % 253) as u8).collect());
+        f.skipped = vec![(PathBuf::from("bad.jpg"), "truncated JPEG".into())];
+        f
+    }
+
+    #[test]
+    fn round_trip_and_key_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = (0..3)
+            .map(|i| {
+                let p = tmp.path().join(format!("{i}.jpg"));
+                std::fs::write(&p, [i as u8; 10]).unwrap();
+                p
+            })
+            .collect();
+        let crop = CropBox {
+            left: 30,
+            top: 55,
+            right: 150,
+            bottom: 175,
+        };
+        let key = CacheKey::new(&files, crop, ResizeFilter::Bicubic).unwrap();
+        let cache = tmp.path().join("cache");
+        assert!(load(&cache, &key).unwrap().is_none());
+        store(&cache, &key, &faces(2)).unwrap();
+        let back = load(&cache, &key).unwrap().expect("cached");
+        assert_eq!(back.pixels(), faces(2).pixels());
+        assert_eq!(back.skipped, faces(2).skipped);
+
+        // Another filter, crop, file size or file list: another key.
+        let other = [
+            CacheKey::new(&files, crop, ResizeFilter::Bilinear).unwrap(),
+            CacheKey::new(&files, CropBox { left: 31, ..crop }, ResizeFilter::Bicubic).unwrap(),
+            CacheKey::new(&files[..2], crop, ResizeFilter::Bicubic).unwrap(),
+        ];
+        for k in other {
+            assert_ne!(k, key);
+        }
+        std::fs::write(&files[1], [9u8; 11]).unwrap();
+        assert_ne!(
+            CacheKey::new(&files, crop, ResizeFilter::Bicubic).unwrap(),
+            key
+        );
+
+        // A damaged cache is ignored, not trusted.
+        let path = key.path(&cache);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(load(&cache, &key).unwrap().is_none());
+        std::fs::write(&path, &bytes[..50]).unwrap();
+        assert!(load(&cache, &key).unwrap().is_none());
+    }
+}

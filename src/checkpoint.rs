@@ -182,6 +182,13 @@ impl RunDir {
     pub fn records(&self) -> PathBuf {
         self.0.join(RECORDS)
     }
+    pub fn metrics(&self) -> PathBuf {
+        self.0.join("metrics.jsonl")
+    }
+    /// The generator with the best tracked score so far.
+    pub fn best_generator(&self) -> PathBuf {
+        self.0.join("g_best.mpk")
+    }
     /// Decoded faces from earlier runs; kept by --force, which restarts the run, not the data.
     pub fn cache(&self) -> PathBuf {
         self.0.join("cache")
@@ -221,6 +228,8 @@ impl RunDir {
                 self.losses(),
                 self.generator(),
                 self.discriminator(),
+                self.metrics(),
+                self.best_generator(),
             ] {
                 let _ = std::fs::remove_file(f);
             }

@@ -11,6 +11,7 @@ use crate::cache;
 use crate::checkpoint::{DataFingerprint, RunDir};
 use crate::config::TrainingConfig;
 use crate::data;
+use crate::eval;
 use crate::interrupt;
 use crate::plot;
 use crate::progress;
@@ -36,6 +37,38 @@ pub enum Command {
     Sample(SampleCli),
     Plot(PlotArgs),
     Bench(BenchArgs),
+    Eval(EvalCli),
+}
+
+/// Score a generator: sliced Wasserstein distance to real faces, and a copy check.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  dcgan eval --ckpt run/g.mpk --real celeba-valid/\n  dcgan eval --ckpt run/g.mpk --real celeba-valid/ --train img_align_celeba --n 2000 --json"
+)]
+pub struct EvalCli {
+    /// Generator checkpoint written by `dcgan train`.
+    #[arg(long, default_value = "run/g.mpk", value_name = "FILE")]
+    pub ckpt: PathBuf,
+    /// Config describing the network (default: config.json beside the checkpoint).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Real faces the generator did not train on (validation or holdout photos).
+    #[arg(long, value_name = "DIR")]
+    pub real: PathBuf,
+    /// Training photos for the copy check (default: the run's data folder, if it exists).
+    #[arg(long, value_name = "DIR")]
+    pub train: Option<PathBuf>,
+    /// Faces to generate and to read from --real.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(64..=100_000))]
+    pub n: u64,
+    /// Noise and projection seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the scores as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: BackendChoice,
 }
 
 /// Train G and D on a folder of face photos; checkpoints, losses and previews go to --out.
@@ -48,7 +81,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     pub data: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint (only --epochs may change).
-    #[arg(long, conflicts_with_all = ["config", "preset", "batch_size", "limit", "lr", "seed", "force"])]
+    #[arg(long, conflicts_with_all = ["config", "preset", "batch_size", "limit", "lr", "seed", "force", "swd_every"])]
     pub resume: bool,
     /// Start from a JSON config file instead of a preset.
     #[arg(long, value_name = "FILE", conflicts_with = "preset")]
@@ -77,6 +110,10 @@ pub struct TrainArgs {
     /// Overwrite a run folder that already holds a run.
     #[arg(long)]
     pub force: bool,
+    /// Every N epochs, score G with SWD against 512 fixed training faces (metrics.jsonl) and
+    /// keep the best generator as g_best.mpk.
+    #[arg(long, value_name = "N")]
+    pub swd_every: Option<usize>,
     /// Keep the decoded faces here (default: <out>/cache), so the next run on the same
     /// photos skips decoding. Share one folder between runs with --cache-dir.
     #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
@@ -126,7 +163,7 @@ pub struct BenchArgs {
 /// Generate faces from a trained generator.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  dcgan sample --ckpt run/g.mpk --n 100\n  dcgan sample --ckpt run/g.mpk --n 16 --seed 7 --out faces.png\n  dcgan sample --ckpt run/g.mpk --n 500 --each faces/"
+    after_help = "Examples:\n  dcgan sample --ckpt run/g.mpk --n 100\n  dcgan sample --ckpt run/g.mpk --n 16 --seed 7 --out faces.png\n  dcgan sample --ckpt run/g.mpk --n 500 --each faces/\n  dcgan sample --ckpt run/g.mpk --n 64 --interpolate 8 --out walk.png"
 )]
 pub struct SampleCli {
     /// Generator checkpoint written by `dcgan train`.
@@ -148,8 +185,11 @@ pub struct SampleCli {
     #[arg(long, default_value = "samples.png", value_name = "FILE")]
     pub out: PathBuf,
     /// Write one PNG per face into this folder instead of a grid.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "interpolate")]
     pub each: Option<PathBuf>,
+    /// Rows of K faces walking between two random latent points (spherical for normal noise).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(2..=64))]
+    pub interpolate: Option<u64>,
     #[arg(long, value_enum, default_value_t)]
     pub backend: BackendChoice,
 }
@@ -199,6 +239,12 @@ impl TrainArgs {
         if let Some(v) = self.seed {
             cfg.seed = v;
         }
+        if let Some(every) = self.swd_every {
+            cfg.track = Some(crate::config::Track {
+                every_epochs: every,
+                faces: 512,
+            });
+        }
         cfg.validate().context("invalid training settings")?;
         Ok(cfg)
     }
@@ -211,6 +257,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample(args) => sample_command(args),
         Command::Plot(args) => plot_command(args),
         Command::Bench(args) => bench_command(args),
+        Command::Eval(args) => eval_command(args),
     }
 }
 
@@ -327,6 +374,7 @@ fn sample_command(args: SampleCli) -> Result<()> {
         cols: args.cols.map(|c| c as usize),
         out: args.out,
         each: args.each,
+        interpolate: args.interpolate.map(|k| k as usize),
     };
     with_backend!(resolved, |B, device| sample::run::<B>(&args, &device))
 }
@@ -371,6 +419,24 @@ fn bench_command(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+fn eval_command(args: EvalCli) -> Result<()> {
+    let resolved = backend::resolve(args.backend)?;
+    let settings = eval::EvalArgs {
+        ckpt: args.ckpt,
+        config: args.config,
+        real: args.real,
+        train: args.train,
+        n: args.n as usize,
+        seed: args.seed,
+    };
+    let report = with_backend!(resolved, |B, device| eval::run::<B>(&settings, &device))?;
+    eval::print(&report);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
 fn plot_command(args: PlotArgs) -> Result<()> {
     let log = args
         .log
@@ -378,7 +444,14 @@ fn plot_command(args: PlotArgs) -> Result<()> {
         .unwrap_or_else(|| RunDir(args.run.clone()).losses());
     let out = args.out.unwrap_or_else(|| log.with_file_name("losses.png"));
     let rows = train::read_losses(&log)?;
-    plot::plot(&rows, &out)?;
+    let metrics_path = log.with_file_name("metrics.jsonl");
+    // Optional: only runs trained with --swd-every have one.
+    let metrics: Vec<eval::MetricRow> = std::fs::read_to_string(&metrics_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    plot::plot(&rows, &metrics, &out)?;
     eprintln!("wrote {} ({} batches)", out.display(), rows.len());
     Ok(())
 }

@@ -29,6 +29,18 @@ pub struct TrainingConfig {
     pub batch_size: usize,
     pub epochs: usize,
     pub seed: u64,
+    /// Score the generator during training (off unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<Track>,
+}
+
+/// Every `every_epochs` epochs: SWD of `faces` generated faces (fixed noise) against the first
+/// `faces` training faces, logged to `metrics.jsonl`; the best generator is kept as `g_best.mpk`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Track {
+    pub every_epochs: usize,
+    pub faces: usize,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -119,6 +131,11 @@ impl TrainingConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if let Some(t) = &self.track {
+            if t.every_epochs == 0 || t.faces < 64 {
+                bail!("track: every_epochs must be at least 1 and faces at least 64 (SWD needs a few hundred faces to be stable)");
+            }
+        }
         if self.batch_size == 0 {
             bail!("batch size must be at least 1");
         }

@@ -341,29 +341,6 @@ fn col2im(
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::valid;
-
-    #[test]
-    fn valid_taps_stay_inside_the_side() {
-        for len in 1..10 {
-            for out in [len / 2, len, 2 * len] {
-                for k in 0..4usize {
-                    let brute: Vec<usize> = (0..out)
-                        .filter(|&i| (2 * i + k).checked_sub(1).is_some_and(|x| x < len))
-                        .collect();
-                    assert_eq!(
-                        valid(k, len, out).collect::<Vec<_>>(),
-                        brute,
-                        "{len} {out} {k}"
-                    );
-                }
-            }
-        }
-    }
-}
-
 fn row_sums(m: &[f32], rows: usize) -> Vec<f32> {
     let cols = m.len() / rows;
     m.par_chunks(cols).map(|r| r.iter().sum()).collect()
@@ -408,4 +385,27 @@ fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, m: usize, k: usize, n: usize
         );
     }
     dst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid;
+
+    #[test]
+    fn valid_taps_stay_inside_the_side() {
+        for len in 1..10 {
+            for out in [len / 2, len, 2 * len] {
+                for k in 0..4usize {
+                    let brute: Vec<usize> = (0..out)
+                        .filter(|&i| (2 * i + k).checked_sub(1).is_some_and(|x| x < len))
+                        .collect();
+                    assert_eq!(
+                        valid(k, len, out).collect::<Vec<_>>(),
+                        brute,
+                        "{len} {out} {k}"
+                    );
+                }
+            }
+        }
+    }
 }

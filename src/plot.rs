@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::eval::MetricRow;
 use crate::train::LossRow;
 
 static FONT: &[u8] = include_bytes!("assets/DejaVuSansMono.ttf");
@@ -36,8 +37,9 @@ fn register_font() {
     let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
 }
 
-/// Draws losses (top) and D's mean outputs (bottom) per batch to a PNG.
-pub fn plot(rows: &[LossRow], out: &Path) -> Result<()> {
+/// Draws losses (top) and D's mean outputs (middle) per batch to a PNG, and below them the
+/// SWD curve when the run tracked one.
+pub fn plot(rows: &[LossRow], metrics: &[MetricRow], out: &Path) -> Result<()> {
     if rows.is_empty() {
         bail!("the loss log has no rows yet: train for at least one batch first");
     }
@@ -48,12 +50,16 @@ pub fn plot(rows: &[LossRow], out: &Path) -> Result<()> {
     let series = |f: fn(&LossRow) -> f32| rows.iter().map(f).collect::<Vec<f32>>();
     let (x0, x1) = (steps[0], steps[steps.len() - 1].max(steps[0] + 1.0));
 
-    let (w, h) = (1200u32, 900u32);
+    let (w, h) = (1200u32, if metrics.is_empty() { 900u32 } else { 1250 });
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
-        let (top, bottom) = root.split_vertically(500);
+        let (top, rest) = root.split_vertically(500);
+        let (bottom, swd_area) = rest.split_vertically(400);
+        if !metrics.is_empty() {
+            draw_swd(&swd_area, metrics, x0..x1).map_err(|e| err(&e))?;
+        }
 
         let panels: [(&DrawingArea<_, _>, &str, &str, [Line; 2]); 2] = [
             (
@@ -131,6 +137,47 @@ pub fn plot(rows: &[LossRow], out: &Path) -> Result<()> {
     }
     let img = image::RgbImage::from_raw(w, h, buf).expect("buffer matches size");
     crate::sample::write_png(&img, out)
+}
+
+/// SWD (mean over pyramid levels) at each scored epoch; the best one marked.
+fn draw_swd<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    metrics: &[MetricRow],
+    xs: std::ops::Range<f32>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let pts: Vec<(f32, f32)> = metrics
+        .iter()
+        .map(|m| (m.step as f32, m.swd_mean as f32))
+        .collect();
+    let (lo, hi) = pts
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let pad = ((hi - lo) * 0.1).max(0.5);
+    let color = RGBColor(148, 103, 189);
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "Sliced Wasserstein distance to real faces (lower is better)",
+            (FAMILY, 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(xs, (lo - pad).max(0.0)..(hi + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc("batch")
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
+        .y_desc("SWD x1e3, mean of levels")
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 16))
+        .draw()?;
+    chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(3)))?;
+    chart.draw_series(pts.iter().map(|p| Circle::new(*p, 5, color.filled())))?;
+    if let Some(best) = metrics.iter().rev().find(|m| m.best) {
+        let p = (best.step as f32, best.swd_mean as f32);
+        chart.draw_series(std::iter::once(Circle::new(p, 9, BLACK.stroke_width(2))))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

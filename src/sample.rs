@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use image::{ImageFormat, RgbImage};
 
 use crate::checkpoint;
 use crate::config::TrainingConfig;
 use crate::data::{FACE_BYTES, SIZE};
 use crate::layers::LayerBackend;
-use crate::model::{Generator, Mode, Output};
+use crate::model::{Generator, Mode, NoiseDist, Output};
 use crate::train::{noise, rng, Stream};
 
 const GAP: u32 = 2;
@@ -77,6 +77,8 @@ pub struct SampleArgs {
     pub cols: Option<usize>,
     pub out: PathBuf,
     pub each: Option<PathBuf>,
+    /// Faces per interpolation row; rows = ceil(n / interpolate).
+    pub interpolate: Option<usize>,
 }
 
 /// The config beside the checkpoint, unless one is named.
@@ -127,9 +129,71 @@ pub fn generate<B: LayerBackend>(
     faces
 }
 
+/// Spherical interpolation between latent points: for normal noise, points along the great
+/// circle keep the norm the generator saw in training, where a straight line would pass
+/// through atypically short vectors. Falls back to a straight line for (anti)parallel ends.
+pub fn slerp(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let cos = (dot / (norm(a) * norm(b))).clamp(-1.0, 1.0);
+    let theta = cos.acos();
+    let (wa, wb) = if theta.sin().abs() < 1e-4 {
+        (1.0 - t, t)
+    } else {
+        (
+            ((1.0 - t) * theta).sin() / theta.sin(),
+            (t * theta).sin() / theta.sin(),
+        )
+    };
+    a.iter().zip(b).map(|(x, y)| wa * x + wb * y).collect()
+}
+
+/// `rows` walks of `steps` faces each, from one random latent point to another: spherical
+/// for normal noise, straight for uniform noise (which must stay inside its cube).
+pub fn interpolate<B: LayerBackend>(
+    cfg: &TrainingConfig,
+    g: &Generator<B>,
+    rows: usize,
+    steps: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Vec<Vec<u8>> {
+    let dim = cfg.generator.noise_dim;
+    let mut r = rng(seed, 0, Stream::Noise);
+    let mut z = Vec::with_capacity(rows * steps * dim);
+    for _ in 0..rows {
+        let a = cfg.generator.noise.sample(&mut r, dim);
+        let b = cfg.generator.noise.sample(&mut r, dim);
+        for s in 0..steps {
+            let t = s as f32 / (steps - 1).max(1) as f32;
+            z.extend(match cfg.generator.noise {
+                NoiseDist::Normal => slerp(&a, &b, t),
+                NoiseDist::Uniform => a.iter().zip(&b).map(|(x, y)| x + t * (y - x)).collect(),
+            });
+        }
+    }
+    z.chunks(CHUNK * dim)
+        .flat_map(|c| {
+            let k = c.len() / dim;
+            let z = Tensor::from_data(TensorData::new(c.to_vec(), [k, dim]), device);
+            to_faces(g.forward(z, Mode::Eval), g.output())
+        })
+        .collect()
+}
+
 pub fn run<B: LayerBackend>(args: &SampleArgs, device: &B::Device) -> Result<()> {
     let cfg = config_for(&args.ckpt, args.config.as_deref())?;
     let g = load_generator::<B>(&cfg, &args.ckpt, device)?;
+    if let Some(steps) = args.interpolate {
+        let rows = args.n.div_ceil(steps).max(1);
+        let faces = interpolate(&cfg, &g, rows, steps, args.seed, device);
+        write_grid(&faces, steps, &args.out)?;
+        eprintln!(
+            "wrote {rows} interpolations of {steps} faces to {}",
+            args.out.display()
+        );
+        return Ok(());
+    }
     let faces = generate(&cfg, &g, args.n, args.seed, device);
     if let Some(dir) = &args.each {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -147,4 +211,26 @@ pub fn run<B: LayerBackend>(args: &SampleArgs, device: &B::Device) -> Result<()>
         eprintln!("wrote {} faces to {}", faces.len(), args.out.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slerp;
+
+    #[test]
+    fn slerp_keeps_ends_and_norm() {
+        let a = [3.0f32, 0.0, 0.0];
+        let b = [0.0f32, 3.0, 0.0];
+        assert_eq!(slerp(&a, &b, 0.0), a.to_vec());
+        let end = slerp(&a, &b, 1.0);
+        assert!(end.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5));
+        let mid = slerp(&a, &b, 0.5);
+        let norm = mid.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(
+            (norm - 3.0).abs() < 1e-4,
+            "norm {norm}: a straight line would give 2.12"
+        );
+        // Parallel ends fall back to a straight line instead of dividing by sin(0).
+        assert_eq!(slerp(&a, &a, 0.5), a.to_vec());
+    }
 }

@@ -61,6 +61,7 @@ pub enum Stream {
     Shuffle = 4,
     Preview = 5,
     Dropout = 6,
+    Track = 7,
 }
 
 pub fn stream_seed(seed: u64, index: usize, stream: Stream) -> u64 {
@@ -329,6 +330,7 @@ pub fn train<B: TrainBackend>(
     };
     checkpoint::write_atomic(&run.config(), cfg.to_json().as_bytes())?;
     let mut log = open_log(run, step)?;
+    let mut tracker = crate::eval::Tracker::new(cfg, faces, run, step)?;
     let batcher = FaceBatcher::new(cfg.data.normalization);
     let preview = preview_noise::<B::InnerBackend>(cfg, device);
     let total = batches * cfg.epochs;
@@ -435,6 +437,17 @@ pub fn train<B: TrainBackend>(
             8,
             &run.preview(epoch),
         )?;
+        // Scored before the commit, like the preview: a kill in between redoes the epoch.
+        let mut scored = String::new();
+        if let Some(t) = tracker.as_mut() {
+            if let Some(m) = t.after_epoch(epoch, step, &gan.g.valid(), cfg, run, device)? {
+                scored = format!(
+                    "  SWD {:.2}{}",
+                    m.swd_mean,
+                    if m.best { " (best)" } else { "" }
+                );
+            }
+        }
         commit(&gan, step)?;
         last_checkpoint = Instant::now();
 
@@ -443,7 +456,7 @@ pub fn train<B: TrainBackend>(
         let n = done.max(1) as f64;
         let per_step = started.elapsed().as_secs_f64() / (step - first_step) as f64;
         eprintln!(
-            "epoch {epoch}/{}  D {:.3}  G {:.3}  D(x) {:.2}  D(G(z)) {:.2}  {:.0} img/s  {}  rss {} MB  (about {} left)",
+            "epoch {epoch}/{}  D {:.3}  G {:.3}  D(x) {:.2}  D(G(z)) {:.2}  {:.0} img/s  {}  rss {} MB{scored}  (about {} left)",
             cfg.epochs,
             sums[0] / n,
             sums[1] / n,
@@ -504,6 +517,36 @@ fn open_log(run: &RunDir, step: usize) -> Result<BufWriter<File>> {
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     Ok(BufWriter::new(f))
+}
+
+/// Keeps the rows of a JSON-lines log up to `step` (a killed run may have written past its
+/// last checkpoint, or half a line) and returns them; the file is rewritten atomically.
+pub fn truncate_jsonl<R: serde::de::DeserializeOwned>(
+    path: &Path,
+    step: usize,
+    step_of: impl Fn(&R) -> usize,
+) -> Result<Vec<R>> {
+    if step == 0 {
+        let _ = std::fs::remove_file(path);
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut kept = String::new();
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        match serde_json::from_str::<R>(line) {
+            Ok(r) if step_of(&r) <= step => {
+                kept.push_str(line);
+                kept.push('\n');
+                rows.push(r);
+            }
+            _ => break,
+        }
+    }
+    if path.exists() {
+        checkpoint::write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(rows)
 }
 
 pub fn human_secs(s: f64) -> String {

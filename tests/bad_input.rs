@@ -120,7 +120,7 @@ fn messy_folder_skips_each_bad_file_by_name_and_trains_on_the_rest() {
         );
     }
     assert!(
-        log.contains("loaded 21 faces from 27 files") && log.contains("6 skipped"),
+        log.contains("decoded 21 faces from 27 files") && log.contains("6 skipped"),
         "{log}"
     );
     assert!(

@@ -50,7 +50,7 @@ fn train_sample_plot_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let log = train_small(&run, "2", &[]);
-    assert!(log.contains("loaded 48 faces from 48 files"), "{log}");
+    assert!(log.contains("decoded 48 faces from 48 files"), "{log}");
     assert!(log.contains("epoch 2/2"), "{log}");
 
     // The resolved config is written and reloads.
@@ -204,6 +204,48 @@ fn train_sample_plot_end_to_end() {
         assert_eq!(image::open(f).unwrap().dimensions(), (64, 64));
     }
 
+    // Interpolation rows: 2 rows of 5 for --n 10 --interpolate 5.
+    let walk = tmp.path().join("walk.png");
+    dcgan_ok(&[
+        "sample",
+        "--ckpt",
+        p(&run.join("g.mpk")),
+        "--n",
+        "10",
+        "--interpolate",
+        "5",
+        "--out",
+        p(&walk),
+        "--backend",
+        "cpu",
+    ]);
+    let walk = image::open(&walk).unwrap().to_rgb8();
+    assert_eq!(walk.dimensions(), (5 * 66 + 2, 2 * 66 + 2));
+    let face = |col: u32| walk.view(2 + col * 66, 2, 64, 64).to_image();
+    assert_ne!(face(0), face(4), "a row walks from one face to another");
+
+    // eval scores the generator against real faces and checks for copies of the training
+    // folder recorded in the run.
+    let out = dcgan_stdout(&[
+        "eval",
+        "--ckpt",
+        p(&run.join("g.mpk")),
+        "--real",
+        p(&faces_dir()),
+        "--n",
+        "64",
+        "--json",
+        "--backend",
+        "cpu",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["faces"], 64);
+    let levels = v["swd_levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 3);
+    assert!(levels.iter().all(|l| l[1].as_f64().unwrap() > 0.0));
+    assert_eq!(v["copy"]["train_faces"], 48);
+    assert!(v["copy"]["generated_median"].as_f64().unwrap() > 0.0);
+
     // plot draws both panels with text, from the run folder.
     dcgan_ok(&["plot", "--run", p(&run)]);
     let chart = image::open(run.join("losses.png")).unwrap().to_rgb8();
@@ -250,10 +292,13 @@ fn train_sample_plot_end_to_end() {
 fn same_seed_same_losses_and_force_overwrites() {
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
-    train_small(&a, "1", &["--preset", "notebook"]);
+    let log = train_small(&a, "1", &["--preset", "notebook"]);
+    assert!(log.contains("decoded 48 faces"), "{log}");
     let first = read_losses(&a.join("losses.jsonl")).unwrap();
-    // --force trains again into the same folder, from scratch.
-    train_small(&a, "1", &["--preset", "notebook", "--force"]);
+    // --force trains again into the same folder, from scratch, reading the faces back from
+    // the cache the first run left; training on them gives the same losses.
+    let log = train_small(&a, "1", &["--preset", "notebook", "--force"]);
+    assert!(log.contains("read cached 48 faces"), "{log}");
     let second = read_losses(&a.join("losses.jsonl")).unwrap();
     assert_eq!(first.len(), 3);
     assert_eq!(losses_without_speed(&first), losses_without_speed(&second));
@@ -266,6 +311,102 @@ fn same_seed_same_losses_and_force_overwrites() {
         losses_without_speed(&other),
         "other settings, another run"
     );
+}
+
+#[test]
+fn swd_tracking_logs_metrics_keeps_the_best_generator_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let log = train_small(&run, "2", &["--swd-every", "1"]);
+    assert!(log.contains("SWD "), "{log}");
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let rows = read();
+    assert_eq!(rows.len(), 2);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["epoch"], i + 1);
+        assert_eq!(r["step"], 3 * (i + 1));
+        assert_eq!(r["swd_levels"].as_array().unwrap().len(), 3);
+        assert!(r["swd_mean"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(rows[0]["best"], true, "the first score is the best so far");
+    // g_best.mpk is a generator `sample` loads with the config beside it.
+    let grid = tmp.path().join("best.png");
+    dcgan_ok(&[
+        "sample",
+        "--ckpt",
+        p(&run.join("g_best.mpk")),
+        "--n",
+        "4",
+        "--out",
+        p(&grid),
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(
+        image::open(&grid).unwrap().dimensions(),
+        (2 * 66 + 2, 2 * 66 + 2)
+    );
+
+    // plot adds the SWD panel below the other two.
+    dcgan_ok(&["plot", "--run", p(&run)]);
+    assert_eq!(
+        image::open(run.join("losses.png")).unwrap().dimensions(),
+        (1200, 1250)
+    );
+
+    // Resuming continues the log: one row per scored epoch, none repeated.
+    dcgan_ok(&[
+        "train",
+        "--resume",
+        "--out",
+        p(&run),
+        "--epochs",
+        "3",
+        "--backend",
+        "cpu",
+    ]);
+    let steps: Vec<u64> = read().iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [3, 6, 9]);
+}
+
+#[test]
+fn bench_measures_every_part_as_json() {
+    let out = dcgan_stdout(&[
+        "bench",
+        "--data",
+        p(&faces_dir()),
+        "--limit",
+        "32",
+        "--batch-size",
+        "8",
+        "--warmup",
+        "0",
+        "--runs",
+        "2",
+        "--json",
+        "--backend",
+        "cpu",
+    ]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let benches: Vec<&str> = rows.iter().map(|r| r["bench"].as_str().unwrap()).collect();
+    assert_eq!(benches, ["load", "cache", "step", "sample"]);
+    for r in &rows {
+        assert_eq!(r["tool"], "dcgan");
+        assert_eq!(r["runs"].as_array().unwrap().len(), 2);
+        assert!(r["median_s"].as_f64().unwrap() > 0.0);
+        assert!(r["images_per_sec"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(rows[0]["images"], 32);
+    assert_eq!(rows[2]["batch"], 8);
 }
 
 #[test]
@@ -351,7 +492,7 @@ fn broken_files_are_skipped_by_name_and_nested_folders_found() {
     assert!(log.contains("empty.jpeg"), "{log}");
     assert!(log.contains("tiny.png") && log.contains("50x40"), "{log}");
     assert!(
-        log.contains("loaded 16 faces from 19 files") && log.contains("3 skipped"),
+        log.contains("decoded 16 faces from 19 files") && log.contains("3 skipped"),
         "{log}"
     );
 }

@@ -26,6 +26,14 @@ pub fn dcgan_ok(args: &[&str]) -> String {
     stderr
 }
 
+/// Runs dcgan, fails the test if it does not succeed, and returns its stdout.
+pub fn dcgan_stdout(args: &[&str]) -> String {
+    let out = dcgan(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "dcgan {args:?} failed:\n{stderr}");
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
 /// Runs dcgan expecting failure; returns stderr after checking it is a clean error.
 pub fn dcgan_err(args: &[&str]) -> String {
     let out = dcgan(args);

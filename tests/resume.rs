@@ -220,8 +220,15 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
     let fresh: Vec<&str> = fresh_owned.iter().map(String::as_str).collect();
     let resume = ["train", "--resume", "--out", p(&out), "--backend", "cpu"];
 
-    // A fixed pseudo-random schedule of kill delays, 0.5 to 4 s after start: some land in
-    // start-up, some mid-batch, some mid-checkpoint.
+    // A fixed pseudo-random schedule of kills, keyed to the run's own progress rather than
+    // to the clock (so they land however fast or loaded the machine is): 0 to 300 ms after
+    // start-up or after the first epoch's rows reach the log, which is just before that
+    // epoch's checkpoint, so some land in start-up, some mid-checkpoint, some mid-batch.
+    let rows = |dir: &Path| {
+        std::fs::read_to_string(dir.join("losses.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     let mut kills = 0;
     let mut finished = false;
@@ -239,8 +246,10 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let delay = Duration::from_millis(500 + x % 3500);
-        let t = Instant::now();
+        let wait_rows = (x % 2) as usize;
+        let delay = Duration::from_millis(x % 300);
+        let start_rows = rows(&out);
+        let mut t: Option<Instant> = None;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 let mut err = String::new();
@@ -249,7 +258,10 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
                 finished = true;
                 break;
             }
-            if t.elapsed() >= delay {
+            if t.is_none() && (wait_rows == 0 || rows(&out) > start_rows) {
+                t = Some(Instant::now());
+            }
+            if t.is_some_and(|t| t.elapsed() >= delay) {
                 signal(&child, libc::SIGKILL);
                 child.wait().unwrap();
                 kills += 1;

@@ -224,11 +224,6 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
     // to the clock (so they land however fast or loaded the machine is): 0 to 300 ms after
     // start-up or after the first epoch's rows reach the log, which is just before that
     // epoch's checkpoint, so some land in start-up, some mid-checkpoint, some mid-batch.
-    let rows = |dir: &Path| {
-        std::fs::read_to_string(dir.join("losses.jsonl"))
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    };
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     let mut kills = 0;
     let mut finished = false;
@@ -248,7 +243,7 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
         x ^= x << 17;
         let wait_rows = (x % 2) as usize;
         let delay = Duration::from_millis(x % 300);
-        let start_rows = rows(&out);
+        let start_rows = rows_in(&out.join("losses.jsonl"));
         let mut t: Option<Instant> = None;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -258,7 +253,7 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
                 finished = true;
                 break;
             }
-            if t.is_none() && (wait_rows == 0 || rows(&out) > start_rows) {
+            if t.is_none() && (wait_rows == 0 || rows_in(&out.join("losses.jsonl")) > start_rows) {
                 t = Some(Instant::now());
             }
             if t.is_some_and(|t| t.elapsed() >= delay) {

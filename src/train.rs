@@ -487,32 +487,15 @@ fn write_row(log: &mut impl Write, row: &LossRow) -> std::io::Result<()> {
 /// step once.
 fn open_log(run: &RunDir, step: usize) -> Result<BufWriter<File>> {
     let path = run.losses();
-    if step == 0 {
-        let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        return Ok(BufWriter::new(f));
-    }
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut kept = String::new();
-    let mut rows = 0;
-    for line in text.lines() {
-        match serde_json::from_str::<LossRow>(line) {
-            Ok(r) if r.step <= step => {
-                kept.push_str(line);
-                kept.push('\n');
-                rows += 1;
-            }
-            // A half-written last line or rows past the checkpoint.
-            _ => break,
-        }
-    }
+    let rows = truncate_jsonl::<LossRow>(&path, step, |r| r.step)?.len();
     if rows != step {
         eprintln!(
             "warning: {} holds {rows} rows for {step} checkpointed steps; continuing it as it is",
             path.display()
         );
     }
-    checkpoint::write_atomic(&path, kept.as_bytes())?;
     let f = OpenOptions::new()
+        .create(true)
         .append(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;

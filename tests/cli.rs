@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use dcgan::train::{read_losses, LossRow};
+use dcgan::train::read_losses;
 use image::GenericImageView;
 
 fn train_small(out: &std::path::Path, epochs: &str, extra: &[&str]) -> String {
@@ -28,21 +28,6 @@ fn train_small(out: &std::path::Path, epochs: &str, extra: &[&str]) -> String {
     ];
     args.extend_from_slice(extra);
     dcgan_ok(&args)
-}
-
-fn losses_without_speed(rows: &[LossRow]) -> Vec<[f32; 6]> {
-    rows.iter()
-        .map(|r| {
-            [
-                r.d_loss_real,
-                r.d_loss_fake,
-                r.d_loss,
-                r.g_loss,
-                r.d_real_mean,
-                r.d_fake_mean,
-            ]
-        })
-        .collect()
 }
 
 #[test]
@@ -301,14 +286,14 @@ fn same_seed_same_losses_and_force_overwrites() {
     assert!(log.contains("read cached 48 faces"), "{log}");
     let second = read_losses(&a.join("losses.jsonl")).unwrap();
     assert_eq!(first.len(), 3);
-    assert_eq!(losses_without_speed(&first), losses_without_speed(&second));
+    assert_eq!(loss_values(&first), loss_values(&second));
 
     let b = tmp.path().join("b");
     train_small(&b, "1", &["--preset", "notebook", "--lr", "0.002"]);
     let other = read_losses(&b.join("losses.jsonl")).unwrap();
     assert_ne!(
-        losses_without_speed(&first),
-        losses_without_speed(&other),
+        loss_values(&first),
+        loss_values(&other),
         "other settings, another run"
     );
 }

@@ -73,20 +73,8 @@ fn wait_for_rows(path: &Path, n: usize) {
 
 fn losses(rows: &[LossRow]) -> Vec<(usize, usize, [f32; 6])> {
     rows.iter()
-        .map(|r| {
-            (
-                r.epoch,
-                r.step,
-                [
-                    r.d_loss_real,
-                    r.d_loss_fake,
-                    r.d_loss,
-                    r.g_loss,
-                    r.d_real_mean,
-                    r.d_fake_mean,
-                ],
-            )
-        })
+        .zip(loss_values(rows))
+        .map(|(r, v)| (r.epoch, r.step, v))
         .collect()
 }
 

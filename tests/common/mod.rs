@@ -70,3 +70,19 @@ pub fn copy_faces(dir: &Path, n: usize) {
         std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();
     }
 }
+
+/// The six logged values of each loss row (everything but epoch, step and speed).
+pub fn loss_values(rows: &[dcgan::train::LossRow]) -> Vec<[f32; 6]> {
+    rows.iter()
+        .map(|r| {
+            [
+                r.d_loss_real,
+                r.d_loss_fake,
+                r.d_loss,
+                r.g_loss,
+                r.d_real_mean,
+                r.d_fake_mean,
+            ]
+        })
+        .collect()
+}

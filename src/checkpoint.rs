@@ -1,6 +1,7 @@
 //! Checkpoints that survive crashes: burn named-MessagePack records (`.mpk`) plus a manifest.
 //!
-//! A checkpoint is four records (both networks, both optimisers) in `checkpoints/`, named by
+//! A checkpoint is four records (both networks, both optimisers; five with G's moving
+//! average) in `checkpoints/`, named by
 //! step, and `checkpoint.json`, which lists them with their sizes and CRC-32s. Every file is
 //! written to a temporary name, flushed and renamed; the manifest goes last, so whatever
 //! moment a crash, a kill or a full disk strikes, `checkpoint.json` names a complete set.
@@ -157,6 +158,8 @@ pub struct Records {
     pub d: Vec<u8>,
     pub g_optim: Vec<u8>,
     pub d_optim: Vec<u8>,
+    /// The moving average of G, when the config keeps one.
+    pub g_ema: Option<Vec<u8>>,
 }
 
 /// The run folder's files, in one place.
@@ -184,6 +187,10 @@ impl RunDir {
     }
     pub fn metrics(&self) -> PathBuf {
         self.0.join("metrics.jsonl")
+    }
+    /// The moving average of the generator's weights (config `ema`).
+    pub fn ema_generator(&self) -> PathBuf {
+        self.0.join("g_ema.mpk")
     }
     /// The generator with the best tracked score so far.
     pub fn best_generator(&self) -> PathBuf {
@@ -230,6 +237,7 @@ impl RunDir {
                 self.discriminator(),
                 self.metrics(),
                 self.best_generator(),
+                self.ema_generator(),
             ] {
                 let _ = std::fs::remove_file(f);
             }
@@ -264,12 +272,14 @@ impl RunDir {
     pub fn commit(&self, mut manifest: Manifest, records: &Records) -> Result<()> {
         let prefix = format!("{:09}", manifest.step);
         manifest.files.clear();
-        for (role, bytes) in [
-            ("g", &records.g),
-            ("d", &records.d),
-            ("g_optim", &records.g_optim),
-            ("d_optim", &records.d_optim),
-        ] {
+        let roles = [
+            ("g", Some(&records.g)),
+            ("d", Some(&records.d)),
+            ("g_optim", Some(&records.g_optim)),
+            ("d_optim", Some(&records.d_optim)),
+            ("g_ema", records.g_ema.as_ref()),
+        ];
+        for (role, bytes) in roles.into_iter().filter_map(|(r, b)| Some((r, b?))) {
             let name = format!("{RECORDS}/{prefix}-{role}.mpk");
             write_atomic(&self.0.join(&name), bytes)?;
             manifest.files.push(FileEntry {
@@ -282,6 +292,9 @@ impl RunDir {
         write_atomic(&self.manifest(), json.as_bytes())?;
         write_atomic(&self.generator(), &records.g)?;
         write_atomic(&self.discriminator(), &records.d)?;
+        if let Some(ema) = &records.g_ema {
+            write_atomic(&self.ema_generator(), ema)?;
+        }
         self.remove_stale(&manifest);
         Ok(())
     }
@@ -333,11 +346,14 @@ impl RunDir {
                 manifest.format
             );
         }
-        let read = |role: &str| -> Result<Vec<u8>> {
-            let entry = manifest
+        let entry = |role: &str| {
+            manifest
                 .files
                 .iter()
                 .find(|f| f.name.ends_with(&format!("-{role}.mpk")))
+        };
+        let read = |role: &str| -> Result<Vec<u8>> {
+            let entry = entry(role)
                 .with_context(|| format!("{} lists no {role} record", path.display()))?;
             let file = self.0.join(&entry.name);
             let bytes = std::fs::read(&file).with_context(|| {
@@ -367,6 +383,7 @@ impl RunDir {
             d: read("d")?,
             g_optim: read("g_optim")?,
             d_optim: read("d_optim")?,
+            g_ema: entry("g_ema").map(|_| read("g_ema")).transpose()?,
         };
         Ok((manifest, records))
     }

@@ -74,14 +74,14 @@ pub struct EvalCli {
 /// Train G and D on a folder of face photos; checkpoints, losses and previews go to --out.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4\n  dcgan train --resume --out run --epochs 400\n\nCtrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and says how to resume."
+    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4\n  dcgan train --data faces/ --swd-every 1 --ema 0.999\n  dcgan train --resume --out run --epochs 400\n\nCtrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and says how to resume."
 )]
 pub struct TrainArgs {
     /// Folder of JPEG/PNG faces, searched recursively (e.g. img_align_celeba).
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     pub data: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint (only --epochs may change).
-    #[arg(long, conflicts_with_all = ["config", "preset", "batch_size", "limit", "lr", "seed", "force", "swd_every"])]
+    #[arg(long, conflicts_with_all = ["config", "preset", "batch_size", "limit", "lr", "seed", "force", "swd_every", "ema"])]
     pub resume: bool,
     /// Start from a JSON config file instead of a preset.
     #[arg(long, value_name = "FILE", conflicts_with = "preset")]
@@ -114,6 +114,10 @@ pub struct TrainArgs {
     /// keep the best generator as g_best.mpk.
     #[arg(long, value_name = "N")]
     pub swd_every: Option<usize>,
+    /// Keep a moving average of G's weights with this decay (e.g. 0.999) as g_ema.mpk;
+    /// sample or eval it with --ckpt run/g_ema.mpk.
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f64>,
     /// Keep the decoded faces here (default: <out>/cache), so the next run on the same
     /// photos skips decoding. Share one folder between runs with --cache-dir.
     #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
@@ -244,6 +248,9 @@ impl TrainArgs {
                 every_epochs: every,
                 faces: 512,
             });
+        }
+        if let Some(decay) = self.ema {
+            cfg.ema = Some(crate::config::EmaSettings { decay });
         }
         cfg.validate().context("invalid training settings")?;
         Ok(cfg)

@@ -32,6 +32,16 @@ pub struct TrainingConfig {
     /// Score the generator during training (off unless set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track: Option<Track>,
+    /// Keep an exponential moving average of G's weights as `g_ema.mpk` (off unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<EmaSettings>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmaSettings {
+    /// Weight of the old average at each step, e.g. 0.999 (an average over ~1,000 steps).
+    pub decay: f64,
 }
 
 /// Every `every_epochs` epochs: SWD of `faces` generated faces (fixed noise) against the first
@@ -134,6 +144,14 @@ impl TrainingConfig {
         if let Some(t) = &self.track {
             if t.every_epochs == 0 || t.faces < 64 {
                 bail!("track: every_epochs must be at least 1 and faces at least 64 (SWD needs a few hundred faces to be stable)");
+            }
+        }
+        if let Some(e) = &self.ema {
+            if !(e.decay > 0.0 && e.decay < 1.0) {
+                bail!(
+                    "ema.decay must be between 0 and 1 (e.g. 0.999), got {}",
+                    e.decay
+                );
             }
         }
         if self.batch_size == 0 {

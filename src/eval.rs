@@ -139,6 +139,9 @@ pub struct MetricRow {
     pub swd_mean: f64,
     /// This epoch's generator became `g_best.mpk`.
     pub best: bool,
+    /// The same score for the moving average of G (`g_ema.mpk`), when the run keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_swd_mean: Option<f64>,
 }
 
 /// Scores the generator every few epochs during training against fixed real faces, with
@@ -176,12 +179,15 @@ impl Tracker {
     }
 
     /// After epoch `epoch`: scores G if this epoch is due, appends the row to
-    /// `metrics.jsonl` and writes `g_best.mpk` when the score is the best so far.
+    /// `metrics.jsonl` and writes `g_best.mpk` when the score is the best so far. The moving
+    /// average `ema`, if any, is scored on the same noise and faces, beside it.
+    #[allow(clippy::too_many_arguments)]
     pub fn after_epoch<B: LayerBackend>(
         &mut self,
         epoch: usize,
         step: usize,
         g: &crate::model::Generator<B>,
+        ema: Option<&crate::model::Generator<B>>,
         cfg: &crate::config::TrainingConfig,
         run: &crate::checkpoint::RunDir,
         device: &B::Device,
@@ -192,6 +198,10 @@ impl Tracker {
         let seed = crate::train::stream_seed(cfg.seed, 0, crate::train::Stream::Track);
         let generated = sample::generate(cfg, g, self.faces, seed, device).concat();
         let r = swd::swd(&generated, &self.real, &SwdConfig::default(), seed);
+        let ema_swd_mean = ema.map(|e| {
+            let generated = sample::generate(cfg, e, self.faces, seed, device).concat();
+            swd::swd(&generated, &self.real, &SwdConfig::default(), seed).mean
+        });
         let best = r.mean < self.best;
         if best {
             self.best = r.mean;
@@ -203,6 +213,7 @@ impl Tracker {
             swd_levels: r.levels,
             swd_mean: r.mean,
             best,
+            ema_swd_mean,
         };
         let mut line = serde_json::to_string(&row)?;
         line.push('\n');

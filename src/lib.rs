@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod cpu;
 pub mod data;
+pub mod ema;
 pub mod eval;
 pub mod interrupt;
 pub mod layers;

@@ -139,7 +139,8 @@ pub fn plot(rows: &[LossRow], metrics: &[MetricRow], out: &Path) -> Result<()> {
     crate::sample::write_png(&img, out)
 }
 
-/// SWD (mean over pyramid levels) at each scored epoch; the best one marked.
+/// SWD (mean over pyramid levels) at each scored epoch, the best one marked, and the moving
+/// average of G beside it when the run keeps one.
 fn draw_swd<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     metrics: &[MetricRow],
@@ -149,11 +150,17 @@ fn draw_swd<DB: DrawingBackend>(
         .iter()
         .map(|m| (m.step as f32, m.swd_mean as f32))
         .collect();
+    let ema: Vec<(f32, f32)> = metrics
+        .iter()
+        .filter_map(|m| Some((m.step as f32, m.ema_swd_mean? as f32)))
+        .collect();
     let (lo, hi) = pts
         .iter()
+        .chain(&ema)
         .fold((f32::MAX, f32::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let pad = ((hi - lo) * 0.1).max(0.5);
     let color = RGBColor(148, 103, 189);
+    let ema_color = RGBColor(44, 160, 44);
     let mut chart = ChartBuilder::on(area)
         .caption(
             "Sliced Wasserstein distance to real faces (lower is better)",
@@ -171,11 +178,32 @@ fn draw_swd<DB: DrawingBackend>(
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 16))
         .draw()?;
-    chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(3)))?;
+    chart
+        .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(3)))?
+        .label("G")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
     chart.draw_series(pts.iter().map(|p| Circle::new(*p, 5, color.filled())))?;
     if let Some(best) = metrics.iter().rev().find(|m| m.best) {
         let p = (best.step as f32, best.swd_mean as f32);
         chart.draw_series(std::iter::once(Circle::new(p, 9, BLACK.stroke_width(2))))?;
+    }
+    if !ema.is_empty() {
+        chart
+            .draw_series(LineSeries::new(
+                ema.iter().copied(),
+                ema_color.stroke_width(3),
+            ))?
+            .label("moving average of G")
+            .legend(move |(x, y)| {
+                PathElement::new([(x, y), (x + 20, y)], ema_color.stroke_width(3))
+            });
+        chart.draw_series(ema.iter().map(|p| Circle::new(*p, 5, ema_color.filled())))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font((FAMILY, 15))
+            .draw()?;
     }
     Ok(())
 }

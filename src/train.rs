@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{self, DataFingerprint, Manifest, Records, RunDir};
 use crate::config::{AdamSettings, TrainingConfig};
 use crate::data::{FaceBatcher, Faces};
+use crate::ema::Ema;
 use crate::interrupt;
 use crate::layers::TrainBackend;
 use crate::model::{Discriminator, Generator, Mode};
@@ -108,6 +109,8 @@ pub struct Gan<B: AutodiffBackend> {
     opt_d: Opt<Discriminator<B>, B>,
     lr_g: f64,
     lr_d: f64,
+    /// The moving average of G's weights, when the config keeps one.
+    pub ema: Option<Ema<B::InnerBackend>>,
 }
 
 /// Losses and D's outputs of one step, read back from the device in one transfer.
@@ -130,10 +133,12 @@ impl StepStats {
 
 impl<B: TrainBackend> Gan<B> {
     pub fn new(cfg: &TrainingConfig, device: &B::Device) -> Self {
+        let g: Generator<B> = cfg
+            .generator
+            .init(stream_seed(cfg.seed, 0, Stream::GeneratorInit), device);
         Self {
-            g: cfg
-                .generator
-                .init(stream_seed(cfg.seed, 0, Stream::GeneratorInit), device),
+            ema: cfg.ema.map(|e| Ema::new(g.valid(), e.decay)),
+            g,
             d: cfg
                 .discriminator
                 .init(stream_seed(cfg.seed, 0, Stream::DiscriminatorInit), device),
@@ -151,7 +156,20 @@ impl<B: TrainBackend> Gan<B> {
             d: checkpoint::record_bytes::<B, _>(self.d.clone().into_record())?,
             g_optim: checkpoint::record_bytes::<B, _>(self.opt_g.to_record())?,
             d_optim: checkpoint::record_bytes::<B, _>(self.opt_d.to_record())?,
+            g_ema: match &self.ema {
+                Some(e) => Some(checkpoint::record_bytes::<B::InnerBackend, _>(
+                    e.g.clone().into_record(),
+                )?),
+                None => None,
+            },
         })
+    }
+
+    /// Folds the live G into the moving average after training step `step`.
+    pub fn update_ema(&mut self, step: usize) {
+        if let Some(ema) = self.ema.take() {
+            self.ema = Some(ema.update(&self.g.valid(), step));
+        }
     }
 
     /// Rebuilds the networks from `cfg` and loads a checkpoint's weights and optimiser state.
@@ -175,6 +193,20 @@ impl<B: TrainBackend> Gan<B> {
             &name("d_optim"),
             device,
         )?);
+        // A checkpoint from before the config asked for an average starts it at G.
+        let ema = match (cfg.ema, &records.g_ema) {
+            (Some(e), Some(bytes)) => Some(Ema::new(
+                checkpoint::module_from_record_bytes(
+                    cfg.generator.init(0, device),
+                    bytes,
+                    &name("g_ema"),
+                    device,
+                )?,
+                e.decay,
+            )),
+            (Some(e), None) => Some(Ema::new(g.valid(), e.decay)),
+            (None, _) => None,
+        };
         Ok(Self {
             g,
             d,
@@ -182,6 +214,7 @@ impl<B: TrainBackend> Gan<B> {
             opt_d,
             lr_g: fresh.lr_g,
             lr_d: fresh.lr_d,
+            ema,
         })
     }
 
@@ -200,6 +233,7 @@ impl<B: TrainBackend> Gan<B> {
             mut opt_d,
             lr_g,
             lr_d,
+            ema,
         } = self;
 
         // Keras predict_on_batch: inference mode, no graph, so D's loss cannot reach G.
@@ -254,6 +288,7 @@ impl<B: TrainBackend> Gan<B> {
                 opt_d,
                 lr_g,
                 lr_d,
+                ema,
             },
             stats,
         )
@@ -271,6 +306,42 @@ pub fn noise<B: Backend>(
         TensorData::new(cfg.generator.noise.sample(rng, n * dim), [n, dim]),
         device,
     )
+}
+
+/// The first `steps` steps of a fresh run on `backend`, step k on faces `k*batch..(k+1)*batch`
+/// in file order. Not generic, so callers comparing backends (the WGPU test) reuse this
+/// crate's compiled training code instead of compiling their own copy of it.
+pub fn first_steps(
+    cfg: &TrainingConfig,
+    faces: &Faces,
+    steps: usize,
+    backend: &crate::backend::Resolved,
+) -> Vec<StepStats> {
+    fn on<B: TrainBackend>(
+        cfg: &TrainingConfig,
+        faces: &Faces,
+        steps: usize,
+        device: &B::Device,
+    ) -> Vec<StepStats> {
+        let batcher = FaceBatcher::new(cfg.data.normalization);
+        let mut gan = Gan::<B>::new(cfg, device);
+        let mut r = rng(cfg.seed, 1, Stream::Noise);
+        let n = cfg.batch_size;
+        let mut out = Vec::new();
+        for step in 0..steps {
+            let idx: Vec<usize> = (step * n..(step + 1) * n).collect();
+            let real = batcher.batch::<B>(faces, &idx, device);
+            let noise_d = noise::<B>(cfg, &mut r, n, device);
+            let noise_g = noise::<B>(cfg, &mut r, n, device);
+            let (next, s) = gan.step(real, noise_d, noise_g);
+            gan = next;
+            out.push(s);
+        }
+        out
+    }
+    crate::with_backend!(backend, |B, device| on::<burn::backend::Autodiff<B>>(
+        cfg, faces, steps, &device
+    ))
 }
 
 /// The same 64 noise vectors every epoch, so the preview grids show one face changing.
@@ -375,6 +446,7 @@ pub fn train<B: TrainBackend>(
             }
             gan = next;
             step += 1;
+            gan.update_ema(step);
             done += 1;
             let row = LossRow {
                 epoch,
@@ -440,11 +512,15 @@ pub fn train<B: TrainBackend>(
         // Scored before the commit, like the preview: a kill in between redoes the epoch.
         let mut scored = String::new();
         if let Some(t) = tracker.as_mut() {
-            if let Some(m) = t.after_epoch(epoch, step, &gan.g.valid(), cfg, run, device)? {
+            let ema = gan.ema.as_ref().map(|e| &e.g);
+            if let Some(m) = t.after_epoch(epoch, step, &gan.g.valid(), ema, cfg, run, device)? {
                 scored = format!(
-                    "  SWD {:.2}{}",
+                    "  SWD {:.2}{}{}",
                     m.swd_mean,
-                    if m.best { " (best)" } else { "" }
+                    if m.best { " (best)" } else { "" },
+                    m.ema_swd_mean
+                        .map(|e| format!(", EMA {e:.2}"))
+                        .unwrap_or_default()
                 );
             }
         }

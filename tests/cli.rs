@@ -302,8 +302,8 @@ fn same_seed_same_losses_and_force_overwrites() {
 fn swd_tracking_logs_metrics_keeps_the_best_generator_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let log = train_small(&run, "2", &["--swd-every", "1"]);
-    assert!(log.contains("SWD "), "{log}");
+    let log = train_small(&run, "2", &["--swd-every", "1", "--ema", "0.9"]);
+    assert!(log.contains("SWD ") && log.contains(", EMA "), "{log}");
     let read = || -> Vec<serde_json::Value> {
         std::fs::read_to_string(run.join("metrics.jsonl"))
             .unwrap()
@@ -318,6 +318,8 @@ fn swd_tracking_logs_metrics_keeps_the_best_generator_and_resumes() {
         assert_eq!(r["step"], 3 * (i + 1));
         assert_eq!(r["swd_levels"].as_array().unwrap().len(), 3);
         assert!(r["swd_mean"].as_f64().unwrap() > 0.0);
+        let ema = r["ema_swd_mean"].as_f64().unwrap();
+        assert!(ema > 0.0 && ema != r["swd_mean"].as_f64().unwrap());
     }
     assert_eq!(rows[0]["best"], true, "the first score is the best so far");
     // g_best.mpk is a generator `sample` loads with the config beside it.
@@ -337,6 +339,47 @@ fn swd_tracking_logs_metrics_keeps_the_best_generator_and_resumes() {
         image::open(&grid).unwrap().dimensions(),
         (2 * 66 + 2, 2 * 66 + 2)
     );
+
+    // So is the moving average, and `eval` scores it.
+    dcgan_ok(&[
+        "sample",
+        "--ckpt",
+        p(&run.join("g_ema.mpk")),
+        "--n",
+        "4",
+        "--out",
+        p(&tmp.path().join("ema.png")),
+        "--backend",
+        "cpu",
+    ]);
+    let ema_grid = image::open(tmp.path().join("ema.png")).unwrap().to_rgb8();
+    let live = tmp.path().join("live.png");
+    dcgan_ok(&[
+        "sample",
+        "--ckpt",
+        p(&run.join("g.mpk")),
+        "--n",
+        "4",
+        "--out",
+        p(&live),
+        "--backend",
+        "cpu",
+    ]);
+    assert_ne!(ema_grid, image::open(&live).unwrap().to_rgb8());
+    let report: serde_json::Value = serde_json::from_str(&dcgan_stdout(&[
+        "eval",
+        "--ckpt",
+        p(&run.join("g_ema.mpk")),
+        "--real",
+        p(&faces_dir()),
+        "--n",
+        "64",
+        "--json",
+        "--backend",
+        "cpu",
+    ]))
+    .unwrap();
+    assert!(report["swd_mean"].as_f64().unwrap() > 0.0);
 
     // plot adds the SWD panel below the other two.
     dcgan_ok(&["plot", "--run", p(&run)]);

@@ -16,7 +16,8 @@ use dcgan::checkpoint;
 use dcgan::config::TrainingConfig;
 use dcgan::train::{read_losses, LossRow};
 
-/// 48 faces, batch 8: 6 steps an epoch, 3 epochs.
+/// 48 faces, batch 8: 6 steps an epoch, 3 epochs, with a moving average of G (which a
+/// resume must restore exactly too).
 fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
         "train",
@@ -36,6 +37,8 @@ fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
         "11",
         "--out",
         out,
+        "--ema",
+        "0.9",
     ]
 }
 
@@ -78,8 +81,8 @@ fn losses(rows: &[LossRow]) -> Vec<(usize, usize, [f32; 6])> {
         .collect()
 }
 
-/// Every weight and running statistic of a saved generator, in order.
-fn generator_weights(run: &Path) -> Vec<f32> {
+/// Every weight and running statistic of a saved generator (`g.mpk`, `g_ema.mpk`), in order.
+fn generator_weights(run: &Path, file: &str) -> Vec<f32> {
     struct Flat(Vec<f32>);
     impl<B: Backend> ModuleVisitor<B> for Flat {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
@@ -91,7 +94,7 @@ fn generator_weights(run: &Path) -> Vec<f32> {
     let device = Default::default();
     let g = checkpoint::load_module(
         cfg.generator.init::<Flex>(0, &device),
-        &run.join("g.mpk"),
+        &run.join(file),
         &device,
     )
     .unwrap();
@@ -146,8 +149,19 @@ fn ctrl_c_mid_epoch_then_resume_matches_an_uninterrupted_run() {
     let b = read_losses(&out.join("losses.jsonl")).unwrap();
     assert_eq!(b.len(), 18, "each step once, none missing");
     assert_eq!(losses(&a), losses(&b));
-    let diff = max_abs_diff(&generator_weights(&straight), &generator_weights(&out));
-    assert!(diff <= 1e-6, "weights differ by {diff}");
+    for file in ["g.mpk", "g_ema.mpk"] {
+        let diff = max_abs_diff(
+            &generator_weights(&straight, file),
+            &generator_weights(&out, file),
+        );
+        assert!(diff <= 1e-6, "{file}: weights differ by {diff}");
+    }
+    // The average is its own record, not a copy of G.
+    let lag = max_abs_diff(
+        &generator_weights(&out, "g.mpk"),
+        &generator_weights(&out, "g_ema.mpk"),
+    );
+    assert!(lag > 1e-4, "g_ema.mpk equals g.mpk");
     for epoch in 1..=3 {
         assert!(out.join(format!("samples/epoch_{epoch:04}.png")).exists());
     }
@@ -272,7 +286,13 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
         losses(&b),
         "after {kills} kills the run is the uninterrupted one"
     );
-    assert!(max_abs_diff(&generator_weights(&straight), &generator_weights(&out)) <= 1e-6);
+    for file in ["g.mpk", "g_ema.mpk"] {
+        let diff = max_abs_diff(
+            &generator_weights(&straight, file),
+            &generator_weights(&out, file),
+        );
+        assert!(diff <= 1e-6, "{file}: weights differ by {diff}");
+    }
     let leftovers: Vec<_> = walk(&out)
         .into_iter()
         .filter(|f| f.to_string_lossy().contains(".partial"))

@@ -6,14 +6,11 @@ mod common;
 
 use std::process::Command;
 
-use burn::backend::wgpu::WgpuDevice;
-use burn::backend::{Autodiff, Flex, Wgpu};
 use common::*;
-use dcgan::backend::{self, BackendChoice};
+use dcgan::backend::{self, BackendChoice, Resolved};
 use dcgan::config::TrainingConfig;
-use dcgan::data::{find_images, load_faces, FaceBatcher, Faces};
-use dcgan::layers::TrainBackend;
-use dcgan::train::{noise, rng, Gan, StepStats, Stream};
+use dcgan::data::{find_images, load_faces};
+use dcgan::train::first_steps;
 
 const BATCH: usize = 4;
 
@@ -23,27 +20,6 @@ const LAVAPIPE_ENV: [(&str, &str); 2] = [
     ("GALLIVM_PERF", "nopt"),
     ("CUBECL_AUTOTUNE_LEVEL", "minimal"),
 ];
-
-fn two_steps<B: TrainBackend>(
-    cfg: &TrainingConfig,
-    faces: &Faces,
-    device: &B::Device,
-) -> Vec<StepStats> {
-    let batcher = FaceBatcher::new(cfg.data.normalization);
-    let mut gan = Gan::<B>::new(cfg, device);
-    let mut r = rng(cfg.seed, 1, Stream::Noise);
-    let mut out = Vec::new();
-    for step in 0..2 {
-        let idx: Vec<usize> = (step * BATCH..(step + 1) * BATCH).collect();
-        let real = batcher.batch::<B>(faces, &idx, device);
-        let nd = noise::<B>(cfg, &mut r, BATCH, device);
-        let ng = noise::<B>(cfg, &mut r, BATCH, device);
-        let (next, s) = gan.step(real, nd, ng);
-        gan = next;
-        out.push(s);
-    }
-    out
-}
 
 #[test]
 fn wgpu_training_steps_match_cpu() {
@@ -62,8 +38,8 @@ fn wgpu_training_steps_match_cpu() {
     let files = find_images(&faces_dir()).unwrap();
     let faces = load_faces(&files[..2 * BATCH], cfg.data.crop, cfg.data.filter).unwrap();
 
-    let cpu = two_steps::<Autodiff<Flex>>(&cfg, &faces, &Default::default());
-    let gpu = two_steps::<Autodiff<Wgpu>>(&cfg, &faces, &WgpuDevice::DefaultDevice);
+    let cpu = first_steps(&cfg, &faces, 2, &Resolved::Cpu);
+    let gpu = first_steps(&cfg, &faces, 2, &resolved);
     for (step, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
         let pairs = [
             (c.d_loss_real, g.d_loss_real),

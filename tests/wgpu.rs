@@ -21,8 +21,33 @@ const LAVAPIPE_ENV: [(&str, &str); 2] = [
     ("CUBECL_AUTOTUNE_LEVEL", "minimal"),
 ];
 
+/// burn autotunes each convolution, matmul and reduction the first time it meets a shape,
+/// by compiling and timing every candidate kernel: on lavapipe that took over 20 minutes of a
+/// fresh clone's CI run. The tests start from autotune results recorded on lavapipe
+/// (`tests/data/autotune/`, cubecl 0.10.0's format, read by cubecl from `target/autotune/`
+/// under the package root, where `cargo test` runs). Files already there are left alone;
+/// a shape missing from them is still tuned, only slowly.
+fn seed_autotune_cache() {
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let device = "device-4-0-wgpu_wgsl_";
+        let from = root.join("tests/data/autotune").join(device);
+        let to = root.join("target/autotune/0.10.0").join(device);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            let dest = to.join(entry.file_name());
+            if !dest.exists() {
+                std::fs::copy(entry.path(), dest).unwrap();
+            }
+        }
+    });
+}
+
 #[test]
 fn wgpu_training_steps_match_cpu() {
+    seed_autotune_cache();
     for (k, v) in LAVAPIPE_ENV {
         std::env::set_var(k, v);
     }
@@ -60,6 +85,7 @@ fn wgpu_training_steps_match_cpu() {
 
 #[test]
 fn wgpu_samples_the_faces_cpu_samples() {
+    seed_autotune_cache();
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let faces = faces_dir();

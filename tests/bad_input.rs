@@ -26,13 +26,7 @@ fn huge_png(path: &Path) {
 }
 
 fn real_face() -> RgbImage {
-    let mut files: Vec<_> = std::fs::read_dir(faces_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    image::open(&files[0]).unwrap().to_rgb8()
+    image::open(&files_in(&faces_dir())[0]).unwrap().to_rgb8()
 }
 
 #[test]
@@ -136,13 +130,7 @@ fn messy_folder_skips_each_bad_file_by_name_and_trains_on_the_rest() {
 }
 
 fn walk_first_jpeg(dir: &Path) -> std::path::PathBuf {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files
+    files_in(dir)
         .into_iter()
         .find(|f| f.extension().is_some_and(|e| e == "jpg"))
         .unwrap()

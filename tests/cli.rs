@@ -80,10 +80,9 @@ fn train_sample_plot_end_to_end() {
             "{f}"
         );
     }
-    let leftovers: Vec<_> = std::fs::read_dir(&run)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+    let leftovers: Vec<_> = files_in(&run)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains("partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
@@ -178,12 +177,7 @@ fn train_sample_plot_end_to_end() {
         "--backend",
         "cpu",
     ]);
-    let mut files: Vec<_> = std::fs::read_dir(&each)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
+    let files = files_in(&each);
     assert_eq!(files.len(), 3);
     for f in &files {
         assert_eq!(image::open(f).unwrap().dimensions(), (64, 64));
@@ -490,12 +484,7 @@ fn broken_files_are_skipped_by_name_and_nested_folders_found() {
     let data = tmp.path().join("img_align_celeba");
     let inner = data.join("img_align_celeba");
     copy_faces(&inner, 16);
-    let first = std::fs::read_dir(&inner)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
+    let first = files_in(&inner).remove(0);
     std::fs::rename(&first, inner.join("UPPER.JPG")).unwrap();
     std::fs::write(inner.join("broken.jpg"), b"this is not a jpeg").unwrap();
     std::fs::write(inner.join("empty.jpeg"), b"").unwrap();

@@ -293,7 +293,7 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
         );
         assert!(diff <= 1e-6, "{file}: weights differ by {diff}");
     }
-    let leftovers: Vec<_> = walk(&out)
+    let leftovers: Vec<_> = files_under(&out)
         .into_iter()
         .filter(|f| f.to_string_lossy().contains(".partial"))
         .collect();
@@ -310,18 +310,6 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
         "--backend",
         "cpu",
     ]);
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 #[test]
@@ -456,7 +444,7 @@ fn damaged_checkpoints_are_named_errors() {
     dcgan_ok(&args);
     let resume = ["train", "--resume", "--out", p(&out), "--backend", "cpu"];
     let record = |role: &str| {
-        walk(&out.join("checkpoints"))
+        files_under(&out.join("checkpoints"))
             .into_iter()
             .find(|f| f.to_string_lossy().ends_with(&format!("-{role}.mpk")))
             .unwrap()

@@ -57,16 +57,29 @@ pub fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }
 
-/// Copies the first `n` committed faces into `dir`.
-pub fn copy_faces(dir: &Path, n: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(faces_dir())
+/// The entries of `dir`, sorted by path.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .collect();
     files.sort();
-    for f in files.iter().take(n) {
+    files
+}
+
+/// Every file below `dir`, in any folder.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    files_in(dir)
+        .into_iter()
+        .flat_map(|f| if f.is_dir() { files_under(&f) } else { vec![f] })
+        .collect()
+}
+
+/// Copies the first `n` committed faces into `dir`.
+pub fn copy_faces(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in files_in(&faces_dir()).iter().take(n) {
         std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();
     }
 }

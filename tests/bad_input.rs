@@ -172,6 +172,7 @@ fn bad_arguments_are_refused_before_any_work() {
     refused(&["--epochs", "0"], "epochs must be at least 1");
     refused(&["--backend", "tpu"], "invalid value 'tpu'");
     refused(&["--lr=-1"], "lr must be a positive number");
+    refused(&["--ema", "1.5"], "ema.decay must be between 0 and 1");
 
     let mut cfg = dcgan::config::TrainingConfig::preset("dcgan").unwrap();
     cfg.data.crop = dcgan::config::CropBox {

@@ -30,6 +30,23 @@ fn train_small(out: &std::path::Path, epochs: &str, extra: &[&str]) -> String {
     dcgan_ok(&args)
 }
 
+/// `dcgan eval` of a generator against 64 of the committed faces, as JSON.
+fn eval_64(ckpt: &std::path::Path) -> serde_json::Value {
+    let out = dcgan_stdout(&[
+        "eval",
+        "--ckpt",
+        p(ckpt),
+        "--real",
+        p(&faces_dir()),
+        "--n",
+        "64",
+        "--json",
+        "--backend",
+        "cpu",
+    ]);
+    serde_json::from_str(out.trim()).unwrap()
+}
+
 #[test]
 fn train_sample_plot_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
@@ -51,15 +68,10 @@ fn train_sample_plot_end_to_end() {
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r.step, i + 1);
         assert_eq!(r.epoch, i / 3 + 1);
-        for v in [
-            r.d_loss_real,
-            r.d_loss_fake,
-            r.d_loss,
-            r.g_loss,
-            r.d_real_mean,
-            r.d_fake_mean,
-            r.images_per_sec,
-        ] {
+        for v in loss_values(std::slice::from_ref(r))[0]
+            .into_iter()
+            .chain([r.images_per_sec])
+        {
             assert!(v.is_finite(), "row {i}: {r:?}");
         }
         assert!((r.d_loss - r.d_loss_real - r.d_loss_fake).abs() < 1e-5);
@@ -93,77 +105,26 @@ fn train_sample_plot_end_to_end() {
     }
 
     // sample reloads g.mpk with the config beside it.
-    let grid = tmp.path().join("grid.png");
-    dcgan_ok(&[
-        "sample",
-        "--ckpt",
-        p(&run.join("g.mpk")),
-        "--n",
-        "10",
-        "--out",
-        p(&grid),
-        "--backend",
-        "cpu",
-    ]);
-    let img = image::open(&grid).unwrap();
+    let g = run.join("g.mpk");
+    let img = sample_cpu(&g, &tmp.path().join("grid.png"), &["--n", "10"]);
     // ceil(sqrt(10)) = 4 columns, 3 rows.
     assert_eq!(img.dimensions(), (4 * 66 + 2, 3 * 66 + 2));
 
-    let again = tmp.path().join("again.png");
-    dcgan_ok(&[
-        "sample",
-        "--ckpt",
-        p(&run.join("g.mpk")),
-        "--n",
-        "10",
-        "--out",
-        p(&again),
-        "--backend",
-        "cpu",
-    ]);
-    assert_eq!(
-        image::open(&again).unwrap().to_rgb8(),
-        img.to_rgb8(),
-        "same seed, same faces"
+    let again = sample_cpu(&g, &tmp.path().join("again.png"), &["--n", "10"]);
+    assert_eq!(again, img, "same seed, same faces");
+    let other = sample_cpu(
+        &g,
+        &tmp.path().join("other.png"),
+        &["--n", "10", "--seed", "9"],
     );
-    let other = tmp.path().join("other.png");
-    dcgan_ok(&[
-        "sample",
-        "--ckpt",
-        p(&run.join("g.mpk")),
-        "--n",
-        "10",
-        "--seed",
-        "9",
-        "--out",
-        p(&other),
-        "--backend",
-        "cpu",
-    ]);
-    assert_ne!(
-        image::open(&other).unwrap().to_rgb8(),
-        img.to_rgb8(),
-        "another seed, other faces"
-    );
+    assert_ne!(other, img, "another seed, other faces");
 
-    let cols = tmp.path().join("cols.png");
-    dcgan_ok(&[
-        "sample",
-        "--ckpt",
-        p(&run.join("g.mpk")),
-        "--n",
-        "6",
-        "--cols",
-        "6",
-        "--out",
-        p(&cols),
-        "--backend",
-        "cpu",
-    ]);
-    assert_eq!(
-        image::open(&cols).unwrap().dimensions(),
-        (6 * 66 + 2, 66 + 2)
+    let cols = sample_cpu(
+        &g,
+        &tmp.path().join("cols.png"),
+        &["--n", "6", "--cols", "6"],
     );
+    assert_eq!(cols.dimensions(), (6 * 66 + 2, 66 + 2));
 
     let each = tmp.path().join("each");
     dcgan_ok(&[
@@ -184,40 +145,18 @@ fn train_sample_plot_end_to_end() {
     }
 
     // Interpolation rows: 2 rows of 5 for --n 10 --interpolate 5.
-    let walk = tmp.path().join("walk.png");
-    dcgan_ok(&[
-        "sample",
-        "--ckpt",
-        p(&run.join("g.mpk")),
-        "--n",
-        "10",
-        "--interpolate",
-        "5",
-        "--out",
-        p(&walk),
-        "--backend",
-        "cpu",
-    ]);
-    let walk = image::open(&walk).unwrap().to_rgb8();
+    let walk = sample_cpu(
+        &g,
+        &tmp.path().join("walk.png"),
+        &["--n", "10", "--interpolate", "5"],
+    );
     assert_eq!(walk.dimensions(), (5 * 66 + 2, 2 * 66 + 2));
     let face = |col: u32| walk.view(2 + col * 66, 2, 64, 64).to_image();
     assert_ne!(face(0), face(4), "a row walks from one face to another");
 
     // eval scores the generator against real faces and checks for copies of the training
     // folder recorded in the run.
-    let out = dcgan_stdout(&[
-        "eval",
-        "--ckpt",
-        p(&run.join("g.mpk")),
-        "--real",
-        p(&faces_dir()),
-        "--n",
-        "64",
-        "--json",
-        "--backend",
-        "cpu",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = eval_64(&g);
     assert_eq!(v["faces"], 64);
     let levels = v["swd_levels"].as_array().unwrap();
     assert_eq!(levels.len(), 3);
@@ -317,63 +256,23 @@ fn swd_tracking_logs_metrics_keeps_the_best_generator_and_resumes() {
     }
     assert_eq!(rows[0]["best"], true, "the first score is the best so far");
     // g_best.mpk is a generator `sample` loads with the config beside it.
-    let grid = tmp.path().join("best.png");
-    dcgan_ok(&[
-        "sample",
-        "--ckpt",
-        p(&run.join("g_best.mpk")),
-        "--n",
-        "4",
-        "--out",
-        p(&grid),
-        "--backend",
-        "cpu",
-    ]);
-    assert_eq!(
-        image::open(&grid).unwrap().dimensions(),
-        (2 * 66 + 2, 2 * 66 + 2)
+    let best = sample_cpu(
+        &run.join("g_best.mpk"),
+        &tmp.path().join("best.png"),
+        &["--n", "4"],
     );
+    assert_eq!(best.dimensions(), (2 * 66 + 2, 2 * 66 + 2));
 
     // So is the moving average, and `eval` scores it.
-    dcgan_ok(&[
-        "sample",
-        "--ckpt",
-        p(&run.join("g_ema.mpk")),
-        "--n",
-        "4",
-        "--out",
-        p(&tmp.path().join("ema.png")),
-        "--backend",
-        "cpu",
-    ]);
-    let ema_grid = image::open(tmp.path().join("ema.png")).unwrap().to_rgb8();
-    let live = tmp.path().join("live.png");
-    dcgan_ok(&[
-        "sample",
-        "--ckpt",
-        p(&run.join("g.mpk")),
-        "--n",
-        "4",
-        "--out",
-        p(&live),
-        "--backend",
-        "cpu",
-    ]);
-    assert_ne!(ema_grid, image::open(&live).unwrap().to_rgb8());
-    let report: serde_json::Value = serde_json::from_str(&dcgan_stdout(&[
-        "eval",
-        "--ckpt",
-        p(&run.join("g_ema.mpk")),
-        "--real",
-        p(&faces_dir()),
-        "--n",
-        "64",
-        "--json",
-        "--backend",
-        "cpu",
-    ]))
-    .unwrap();
-    assert!(report["swd_mean"].as_f64().unwrap() > 0.0);
+    let ema = run.join("g_ema.mpk");
+    let ema_grid = sample_cpu(&ema, &tmp.path().join("ema.png"), &["--n", "4"]);
+    let live = sample_cpu(
+        &run.join("g.mpk"),
+        &tmp.path().join("live.png"),
+        &["--n", "4"],
+    );
+    assert_ne!(ema_grid, live);
+    assert!(eval_64(&ema)["swd_mean"].as_f64().unwrap() > 0.0);
 
     // plot adds the SWD panel below the other two.
     dcgan_ok(&["plot", "--run", p(&run)]);

@@ -299,17 +299,7 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // And the final checkpoint samples.
-    dcgan_ok(&[
-        "sample",
-        "--ckpt",
-        p(&out.join("g.mpk")),
-        "--n",
-        "4",
-        "--out",
-        p(&tmp.path().join("s.png")),
-        "--backend",
-        "cpu",
-    ]);
+    sample_cpu(&out.join("g.mpk"), &tmp.path().join("s.png"), &["--n", "4"]);
 }
 
 #[test]

@@ -53,6 +53,25 @@ pub fn dcgan_err(args: &[&str]) -> String {
     stderr
 }
 
+/// `dcgan sample --ckpt CKPT --out OUT --backend cpu` plus `extra`; returns the grid it wrote.
+pub fn sample_cpu(ckpt: &Path, out: &Path, extra: &[&str]) -> image::RgbImage {
+    let args = [
+        &[
+            "sample",
+            "--ckpt",
+            p(ckpt),
+            "--out",
+            p(out),
+            "--backend",
+            "cpu",
+        ][..],
+        extra,
+    ]
+    .concat();
+    dcgan_ok(&args);
+    image::open(out).unwrap().to_rgb8()
+}
+
 pub fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }

@@ -196,12 +196,12 @@ impl Tracker {
             return Ok(None);
         }
         let seed = crate::train::stream_seed(cfg.seed, 0, crate::train::Stream::Track);
-        let generated = sample::generate(cfg, g, self.faces, seed, device).concat();
-        let r = swd::swd(&generated, &self.real, &SwdConfig::default(), seed);
-        let ema_swd_mean = ema.map(|e| {
-            let generated = sample::generate(cfg, e, self.faces, seed, device).concat();
-            swd::swd(&generated, &self.real, &SwdConfig::default(), seed).mean
-        });
+        let score = |g: &crate::model::Generator<B>| {
+            let generated = sample::generate(cfg, g, self.faces, seed, device).concat();
+            swd::swd(&generated, &self.real, &SwdConfig::default(), seed)
+        };
+        let r = score(g);
+        let ema_swd_mean = ema.map(|e| score(e).mean);
         let best = r.mean < self.best;
         if best {
             self.best = r.mean;

@@ -178,31 +178,30 @@ fn draw_swd<DB: DrawingBackend>(
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 16))
         .draw()?;
-    chart
-        .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(3)))?
-        .label("G")
-        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
-    chart.draw_series(pts.iter().map(|p| Circle::new(*p, 5, color.filled())))?;
+    for (name, curve, color) in [("G", &pts, color), ("moving average of G", &ema, ema_color)] {
+        if curve.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(LineSeries::new(
+                curve.iter().copied(),
+                color.stroke_width(3),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
+        chart.draw_series(curve.iter().map(|p| Circle::new(*p, 5, color.filled())))?;
+    }
     if let Some(best) = metrics.iter().rev().find(|m| m.best) {
         let p = (best.step as f32, best.swd_mean as f32);
         chart.draw_series(std::iter::once(Circle::new(p, 9, BLACK.stroke_width(2))))?;
     }
+    // A legend only when there are two curves to tell apart.
     if !ema.is_empty() {
         chart
-            .draw_series(LineSeries::new(
-                ema.iter().copied(),
-                ema_color.stroke_width(3),
-            ))?
-            .label("moving average of G")
-            .legend(move |(x, y)| {
-                PathElement::new([(x, y), (x + 20, y)], ema_color.stroke_width(3))
-            });
-        chart.draw_series(ema.iter().map(|p| Circle::new(*p, 5, ema_color.filled())))?;
-        chart
             .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
+            .label_font((FAMILY, 14))
+            .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .label_font((FAMILY, 15))
             .draw()?;
     }
     Ok(())

@@ -156,12 +156,11 @@ impl<B: TrainBackend> Gan<B> {
             d: checkpoint::record_bytes::<B, _>(self.d.clone().into_record())?,
             g_optim: checkpoint::record_bytes::<B, _>(self.opt_g.to_record())?,
             d_optim: checkpoint::record_bytes::<B, _>(self.opt_d.to_record())?,
-            g_ema: match &self.ema {
-                Some(e) => Some(checkpoint::record_bytes::<B::InnerBackend, _>(
-                    e.g.clone().into_record(),
-                )?),
-                None => None,
-            },
+            g_ema: self
+                .ema
+                .as_ref()
+                .map(|e| checkpoint::record_bytes::<B::InnerBackend, _>(e.g.clone().into_record()))
+                .transpose()?,
         })
     }
 

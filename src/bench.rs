@@ -8,18 +8,18 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::layers::TrainBackend;
+use crate::nn::TrainBackend;
 use anyhow::{bail, Result};
 use burn::module::AutodiffModule;
 use serde::Serialize;
 
-use crate::cache;
 use crate::config::TrainingConfig;
+use crate::data::cache;
 use crate::data::{self, FaceBatcher, Faces, FACE_BYTES};
-use crate::model::Mode;
+use crate::nn::{noise, Mode};
 use crate::progress;
-use crate::sample;
-use crate::train::{noise, rng, Gan, Stream};
+use crate::rng::{rng, Stream};
+use crate::train::Gan;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
@@ -205,7 +205,7 @@ pub fn run<B: TrainBackend>(s: &BenchSettings, device: &B::Device) -> Result<Vec
             let mut r = rng(cfg.seed, i, Stream::Noise);
             let (secs, faces) = time(|| {
                 let z = noise::<B::InnerBackend>(cfg, &mut r, batch, device);
-                sample::to_faces(g.forward(z, Mode::Eval), g.output())
+                crate::data::to_faces(g.forward(z, Mode::Eval), g.output())
             });
             assert_eq!(faces.len(), batch);
             if i >= s.warmup {

@@ -7,7 +7,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DiscriminatorConfig, GeneratorConfig};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use crate::rng::standard_normal;
 
 /// The two presets ship inside the binary so `dcgan train` works from any directory.
 pub const PRESETS: [(&str, &str); 2] = [
@@ -196,6 +199,75 @@ impl TrainingConfig {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("config serialises") + "\n"
     }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    Sigmoid,
+    Tanh,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// Keras defaults: Glorot-uniform kernels, zero biases, BatchNorm gamma 1.
+    Keras,
+    /// The DCGAN paper: N(0, 0.02) kernels, zero biases, BatchNorm gamma ~ N(1, 0.02).
+    Normal,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseDist {
+    /// Uniform(-1, 1), as the notebook trains.
+    Uniform,
+    /// N(0, 1).
+    Normal,
+}
+
+impl NoiseDist {
+    /// Noise is drawn on the host from a seeded RNG so every backend sees the same numbers.
+    pub fn sample(&self, rng: &mut StdRng, n: usize) -> Vec<f32> {
+        match self {
+            NoiseDist::Uniform => (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+            NoiseDist::Normal => (0..n).map(|_| standard_normal(rng)).collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    pub noise_dim: usize,
+    pub noise: NoiseDist,
+    pub output: Output,
+    pub init: Init,
+    /// PyTorch/burn convention: weight of the new batch (Keras momentum 0.99 is 0.01 here).
+    pub bn_momentum: f64,
+    pub bn_epsilon: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiscriminatorConfig {
+    pub init: Init,
+    pub bn_momentum: f64,
+    pub bn_epsilon: f64,
+    pub dropout: f64,
+    /// BatchNorm in D while G trains through it.
+    #[serde(default)]
+    pub frozen_bn: FrozenBn,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FrozenBn {
+    /// Normalise with the fake batch's own statistics (measured: the one that trains).
+    #[default]
+    Batch,
+    /// Use D's running statistics (tf.keras 2 semantics of `trainable = False`).
+    Running,
 }
 
 #[cfg(test)]

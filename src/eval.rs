@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::checkpoint::Manifest;
 use crate::data;
-use crate::layers::LayerBackend;
+use crate::metrics::{self as swd, SwdConfig};
+use crate::nn::LayerBackend;
+use crate::run::Manifest;
 use crate::sample;
-use crate::swd::{self, SwdConfig};
 
 pub struct EvalArgs {
     pub ckpt: PathBuf,
@@ -70,7 +70,7 @@ pub fn run<B: LayerBackend>(args: &EvalArgs, device: &B::Device) -> Result<EvalR
     let report = swd::swd(&generated, &real, &SwdConfig::default(), args.seed);
 
     let train_dir = args.train.clone().or_else(|| {
-        let manifest = args.ckpt.with_file_name(crate::checkpoint::MANIFEST);
+        let manifest = args.ckpt.with_file_name(crate::run::MANIFEST);
         let text = std::fs::read_to_string(manifest).ok()?;
         serde_json::from_str::<Manifest>(&text)
             .ok()
@@ -127,103 +127,5 @@ pub fn print(r: &EvalReport) {
             c.real_median,
             100.0 * c.fraction_closer
         );
-    }
-}
-
-/// One row of `metrics.jsonl`.
-#[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
-pub struct MetricRow {
-    pub epoch: usize,
-    pub step: usize,
-    pub swd_levels: Vec<(usize, f64)>,
-    pub swd_mean: f64,
-    /// This epoch's generator became `g_best.mpk`.
-    pub best: bool,
-    /// The same score for the moving average of G (`g_ema.mpk`), when the run keeps one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ema_swd_mean: Option<f64>,
-}
-
-/// Scores the generator every few epochs during training against fixed real faces, with
-/// fixed noise, so successive scores differ only because G changed.
-pub struct Tracker {
-    every: usize,
-    real: Vec<u8>,
-    faces: usize,
-    best: f64,
-}
-
-impl Tracker {
-    /// `None` unless the config asks for tracking. On resume, the rows past the checkpoint
-    /// are dropped and the best score so far is read back.
-    pub fn new(
-        cfg: &crate::config::TrainingConfig,
-        faces: &data::Faces,
-        run: &crate::checkpoint::RunDir,
-        step: usize,
-    ) -> Result<Option<Self>> {
-        let Some(t) = &cfg.track else {
-            return Ok(None);
-        };
-        let n = t.faces.min(faces.len());
-        let rows = crate::train::truncate_jsonl::<MetricRow>(&run.metrics(), step, |r| r.step)?;
-        Ok(Some(Self {
-            every: t.every_epochs,
-            real: faces.pixels()[..n * data::FACE_BYTES].to_vec(),
-            faces: n,
-            best: rows
-                .iter()
-                .map(|r| r.swd_mean)
-                .fold(f64::INFINITY, f64::min),
-        }))
-    }
-
-    /// After epoch `epoch`: scores G if this epoch is due, appends the row to
-    /// `metrics.jsonl` and writes `g_best.mpk` when the score is the best so far. The moving
-    /// average `ema`, if any, is scored on the same noise and faces, beside it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn after_epoch<B: LayerBackend>(
-        &mut self,
-        epoch: usize,
-        step: usize,
-        g: &crate::model::Generator<B>,
-        ema: Option<&crate::model::Generator<B>>,
-        cfg: &crate::config::TrainingConfig,
-        run: &crate::checkpoint::RunDir,
-        device: &B::Device,
-    ) -> Result<Option<MetricRow>> {
-        if !epoch.is_multiple_of(self.every) {
-            return Ok(None);
-        }
-        let seed = crate::train::stream_seed(cfg.seed, 0, crate::train::Stream::Track);
-        let score = |g: &crate::model::Generator<B>| {
-            let generated = sample::generate(cfg, g, self.faces, seed, device).concat();
-            swd::swd(&generated, &self.real, &SwdConfig::default(), seed)
-        };
-        let r = score(g);
-        let ema_swd_mean = ema.map(|e| score(e).mean);
-        let best = r.mean < self.best;
-        if best {
-            self.best = r.mean;
-            crate::checkpoint::save_module(g.clone(), &run.best_generator())?;
-        }
-        let row = MetricRow {
-            epoch,
-            step,
-            swd_levels: r.levels,
-            swd_mean: r.mean,
-            best,
-            ema_swd_mean,
-        };
-        let mut line = serde_json::to_string(&row)?;
-        line.push('\n');
-        use std::io::Write;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(run.metrics())
-            .and_then(|mut f| f.write_all(line.as_bytes()))
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", run.metrics().display()))?;
-        Ok(Some(row))
     }
 }

@@ -7,8 +7,8 @@ use anyhow::{bail, Result};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::eval::MetricRow;
-use crate::train::LossRow;
+use crate::data::write_png;
+use crate::run::{LossRow, MetricRow};
 
 static FONT: &[u8] = include_bytes!("assets/DejaVuSansMono.ttf");
 const FAMILY: &str = "dcgan-mono";
@@ -136,7 +136,7 @@ pub fn plot(rows: &[LossRow], metrics: &[MetricRow], out: &Path) -> Result<()> {
         root.present().map_err(|e| err(&e))?;
     }
     let img = image::RgbImage::from_raw(w, h, buf).expect("buffer matches size");
-    crate::sample::write_png(&img, out)
+    write_png(&img, out)
 }
 
 /// SWD (mean over pyramid levels) at each scored epoch, the best one marked, and the moving

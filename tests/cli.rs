@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use dcgan::train::read_losses;
+use dcgan::run::read_losses;
 use image::GenericImageView;
 
 fn train_small(out: &std::path::Path, epochs: &str, extra: &[&str]) -> String {

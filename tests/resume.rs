@@ -12,9 +12,9 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use common::*;
-use dcgan::checkpoint;
 use dcgan::config::TrainingConfig;
-use dcgan::train::{read_losses, LossRow};
+use dcgan::run as checkpoint;
+use dcgan::run::{read_losses, LossRow};
 
 /// 48 faces, batch 8: 6 steps an epoch, 3 epochs, with a moving average of G (which a
 /// resume must restore exactly too).

@@ -11,7 +11,7 @@ use burn::backend::Flex;
 use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
 
-use crate::layers::{LayerBackend, LayerGrads, LEAKY_SLOPE};
+use super::layer::{LayerBackend, LayerGrads, LEAKY_SLOPE};
 
 const K: usize = 4;
 

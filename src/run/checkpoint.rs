@@ -7,118 +7,17 @@
 //! moment a crash, a kill or a full disk strikes, `checkpoint.json` names a complete set.
 //! Older records are deleted only after the new manifest is in place.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
-use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::atomic::write_atomic;
 use crate::config::TrainingConfig;
-
-type Mpk = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 pub const MANIFEST: &str = "checkpoint.json";
 pub const RECORDS: &str = "checkpoints";
 const FORMAT: u32 = 1;
-
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the folder).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, |f| f.write_all(bytes))
-}
-
-/// Like [`write_atomic`], for contents streamed by `fill` rather than held in one buffer.
-pub fn write_atomic_with(
-    path: &Path,
-    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
-) -> Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    let write = || -> std::io::Result<()> {
-        let mut f = BufWriter::new(File::create(&tmp)?);
-        fill(&mut f)?;
-        let f = f.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("cannot write {}: {e}", path.display())
-    })
-}
-
-pub fn record_bytes<B: Backend, R: Record<B>>(record: R) -> Result<Vec<u8>> {
-    Mpk::default()
-        .record(record, ())
-        .context("cannot serialise record")
-}
-
-pub fn save_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<()> {
-    write_atomic(path, &record_bytes::<B, _>(module.into_record())?)
-}
-
-fn decode<B: Backend, R: Record<B>>(bytes: Vec<u8>, path: &Path, device: &B::Device) -> Result<R> {
-    Mpk::default().load(bytes, device).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not a dcgan record of this network ({e}); pass a file written by `dcgan train`",
-            path.display()
-        )
-    })
-}
-
-/// Loads a module record into `module`, which fixes the architecture; a record of another
-/// shape is an error naming the file.
-pub fn load_module<B: Backend, M: Module<B>>(
-    module: M,
-    path: &Path,
-    device: &B::Device,
-) -> Result<M> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    module_from_bytes(module, bytes, path, device)
-}
-
-fn module_from_bytes<B: Backend, M: Module<B>>(
-    module: M,
-    bytes: Vec<u8>,
-    path: &Path,
-    device: &B::Device,
-) -> Result<M> {
-    let record = decode(bytes, path, device)?;
-    let expected = shapes(&module);
-    let loaded = module.load_record(record);
-    let found = shapes(&loaded);
-    if found != expected {
-        bail!(
-            "{} holds a network of another architecture than its config describes \
-             (parameter shapes {found:?}, expected {expected:?}); pass the config it was trained with (--config)",
-            path.display()
-        );
-    }
-    Ok(loaded)
-}
-
-/// burn loads a record of the wrong shape without complaint and fails later, deep inside a
-/// convolution; comparing every parameter's shape turns that into an error naming the file.
-fn shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
-    struct Shapes(Vec<Vec<usize>>);
-    impl<B: Backend> ModuleVisitor<B> for Shapes {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.push(param.shape().dims::<D>().to_vec());
-        }
-    }
-    let mut v = Shapes(Vec::new());
-    module.visit(&mut v);
-    v.0
-}
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct FileEntry {
@@ -410,23 +309,4 @@ impl Manifest {
             files: Vec::new(),
         }
     }
-}
-
-/// Decodes a module from checkpoint bytes, checking its architecture.
-pub fn module_from_record_bytes<B: Backend, M: Module<B>>(
-    module: M,
-    bytes: &[u8],
-    name: &Path,
-    device: &B::Device,
-) -> Result<M> {
-    module_from_bytes(module, bytes.to_vec(), name, device)
-}
-
-/// Decodes any record (an optimiser's state) from checkpoint bytes.
-pub fn record_from_bytes<B: Backend, R: Record<B>>(
-    bytes: &[u8],
-    name: &Path,
-    device: &B::Device,
-) -> Result<R> {
-    decode(bytes.to_vec(), name, device)
 }

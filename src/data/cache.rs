@@ -12,9 +12,9 @@ use std::time::UNIX_EPOCH;
 
 use anyhow::{Context, Result};
 
-use crate::checkpoint;
+use super::{Faces, FACE_BYTES};
 use crate::config::{CropBox, ResizeFilter};
-use crate::data::{Faces, FACE_BYTES};
+use crate::run;
 
 const MAGIC: &[u8; 8] = b"DCGANFC1";
 
@@ -149,7 +149,7 @@ pub fn store(dir: &Path, key: &CacheKey, faces: &Faces) -> Result<()> {
     h.update(faces.pixels());
     h.update(&skipped);
     let crc = h.finalize();
-    checkpoint::write_atomic_with(&key.path(dir), |f| {
+    run::write_atomic_with(&key.path(dir), |f| {
         f.write_all(&header)?;
         f.write_all(faces.pixels())?;
         f.write_all(&skipped)?;
@@ -166,13 +166,13 @@ pub fn load_or_decode(
     filter: ResizeFilter,
 ) -> Result<(Faces, bool)> {
     let Some(dir) = dir else {
-        return Ok((crate::data::load_faces(files, crop, filter)?, false));
+        return Ok((super::load_faces(files, crop, filter)?, false));
     };
     let key = CacheKey::new(files, crop, filter)?;
     if let Some(faces) = load(dir, &key)? {
         return Ok((faces, true));
     }
-    let faces = crate::data::load_faces(files, crop, filter)?;
+    let faces = super::load_faces(files, crop, filter)?;
     if let Err(e) = store(dir, &key, &faces) {
         eprintln!("warning: could not cache the decoded faces ({e:#}); the next run decodes again");
     }

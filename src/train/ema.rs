@@ -10,7 +10,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::model::Generator;
+use crate::nn::Generator;
 
 /// The averaged generator; it lives outside autodiff, since it is never trained.
 pub struct Ema<B: Backend> {

@@ -1,0 +1,83 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::backend::{self, Autodiff, BackendChoice};
+use crate::bench;
+use crate::config::TrainingConfig;
+use crate::with_backend;
+
+/// Measure loading, training-step and sampling speed (medians of several runs).
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  dcgan bench --data img_align_celeba --limit 5000\n  dcgan bench --only step --backend cpu --batch-size 128 --json\n  dcgan bench --only step,sample --backend wgpu --runs 10"
+)]
+pub struct BenchArgs {
+    /// Folder of photos for the loading benchmarks (and real faces for the step).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Use only the first N images of the folder.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// What to measure (default: load and cache when --data is given, then step and sample).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<bench::Part>,
+    /// Built-in preset whose networks and optimiser to use.
+    #[arg(long, value_name = "NAME", default_value = "dcgan")]
+    pub preset: String,
+    /// Images per training step and per sampling pass.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch_size: u64,
+    /// Untimed runs first (autotuning, caches, allocator).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed runs; the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// Print one JSON object per measurement on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: BackendChoice,
+}
+
+pub(super) fn bench_command(args: BenchArgs) -> Result<()> {
+    let mut config = TrainingConfig::preset(&args.preset)?;
+    config.batch_size = args.batch_size as usize;
+    config.validate().context("invalid benchmark settings")?;
+    let parts = if args.only.is_empty() {
+        let mut p = if args.data.is_some() {
+            vec![bench::Part::Load, bench::Part::Cache]
+        } else {
+            Vec::new()
+        };
+        p.extend([bench::Part::Step, bench::Part::Sample]);
+        p
+    } else {
+        args.only.clone()
+    };
+    let resolved = backend::resolve(args.backend)?;
+    eprintln!("benchmarking on {}", resolved.name());
+    let settings = bench::BenchSettings {
+        data: args.data,
+        limit: args.limit,
+        config,
+        parts,
+        warmup: args.warmup,
+        runs: args.runs as usize,
+        backend_name: match resolved {
+            backend::Resolved::Cpu => "cpu".into(),
+            backend::Resolved::Wgpu { .. } => "wgpu".into(),
+        },
+    };
+    let results = with_backend!(resolved, |B, device| bench::run::<Autodiff<B>>(
+        &settings, &device
+    ))?;
+    if args.json {
+        for m in results {
+            println!("{}", serde_json::to_string(&m)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use image::{ImageFormat, ImageReader, Limits, RgbImage};
+use rayon::prelude::*;
+
+use super::resize::Resampler;
+use super::{Faces, FACE_BYTES, SIZE};
+use crate::config::{CropBox, ResizeFilter};
+use crate::progress;
+
+/// Larger than any photo a face set holds; a header claiming more is refused before decoding.
+const MAX_SIDE: u32 = 16_384;
+const MAX_DECODE_BYTES: u64 = 512 << 20;
+const MAX_WARNINGS: usize = 10;
+
+/// Decodes `files` on all cores. Unusable files are skipped with a warning (the first ten
+/// named, then a count); it is an error only if no file at all is usable.
+pub fn load_faces(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Result<Faces> {
+    let bar = progress::bar(files.len() as u64, "decoding");
+    // One buffer for all faces, filled in place, then compacted over the failures: peak
+    // memory stays at one u8 copy of the set.
+    let mut pixels = vec![0u8; files.len() * FACE_BYTES];
+    let resampler = Resampler::new(crop, filter, SIZE, SIZE);
+    let results: Vec<Result<(), String>> = pixels
+        .par_chunks_mut(FACE_BYTES)
+        .zip(files.par_iter())
+        .map(|(out, path)| {
+            let r = decode_face(path, crop, &resampler, out);
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+
+    let mut skipped = Vec::new();
+    let mut kept = 0;
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(()) => {
+                if kept != i {
+                    pixels.copy_within(i * FACE_BYTES..(i + 1) * FACE_BYTES, kept * FACE_BYTES);
+                }
+                kept += 1;
+            }
+            Err(reason) => {
+                if skipped.len() < MAX_WARNINGS {
+                    eprintln!("warning: skipping {}: {reason}", files[i].display());
+                }
+                skipped.push((files[i].clone(), reason));
+            }
+        }
+    }
+    if skipped.len() > MAX_WARNINGS {
+        eprintln!(
+            "warning: ... and {} more files skipped",
+            skipped.len() - MAX_WARNINGS
+        );
+    }
+    pixels.truncate(kept * FACE_BYTES);
+    pixels.shrink_to_fit();
+    if kept == 0 {
+        let dir = files
+            .first()
+            .and_then(|f| f.parent())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        bail!(
+            "none of the {} image files under {dir} could be used (see the warnings above); \
+             dcgan needs RGB or grayscale JPEG/PNG photos at least as large as the crop box",
+            files.len()
+        );
+    }
+    Ok(Faces { pixels, skipped })
+}
+
+/// One file to one 64x64 RGB face, or a one-line reason it cannot be used.
+pub fn load_face(path: &Path, crop: CropBox, filter: ResizeFilter) -> Result<Vec<u8>, String> {
+    let mut face = vec![0u8; FACE_BYTES];
+    decode_face(
+        path,
+        crop,
+        &Resampler::new(crop, filter, SIZE, SIZE),
+        &mut face,
+    )?;
+    Ok(face)
+}
+
+/// [`load_face`] into `out`, with the resize coefficients computed once per load.
+fn decode_face(
+    path: &Path,
+    crop: CropBox,
+    resampler: &Resampler,
+    out: &mut [u8],
+) -> Result<(), String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot open: {e}"))?
+        .len();
+    if size == 0 {
+        return Err("empty file (0 bytes)".into());
+    }
+    if size > MAX_DECODE_BYTES {
+        return Err(format!("file is {size} bytes, too large for a face photo"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    // Judge by contents, not by name: a PNG named .jpg is fine, text named .jpg is not.
+    let format = image::guess_format(&bytes)
+        .ok()
+        .filter(|f| matches!(f, ImageFormat::Jpeg | ImageFormat::Png))
+        .ok_or("not a JPEG or PNG image (unrecognised contents)")?;
+    // A truncated JPEG decodes "successfully" with its missing rows filled grey; the
+    // end-of-image marker (FF D9, which never occurs inside entropy-coded data) tells.
+    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    if format == ImageFormat::Jpeg && !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err("truncated JPEG (no end-of-image marker); re-download or delete it".into());
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
+    resize_into(&img.into_rgb8(), crop, resampler, out)
+}
+
+/// Pillow's `img.crop(box).resize((64, 64))`, pixel for pixel (see `resize.rs`).
+pub fn face_from_rgb(
+    img: &RgbImage,
+    crop: CropBox,
+    filter: ResizeFilter,
+) -> Result<Vec<u8>, String> {
+    let mut face = vec![0u8; FACE_BYTES];
+    resize_into(
+        img,
+        crop,
+        &Resampler::new(crop, filter, SIZE, SIZE),
+        &mut face,
+    )?;
+    Ok(face)
+}
+
+fn resize_into(
+    img: &RgbImage,
+    crop: CropBox,
+    resampler: &Resampler,
+    out: &mut [u8],
+) -> Result<(), String> {
+    if img.width() < crop.right || img.height() < crop.bottom {
+        return Err(format!(
+            "image is {}x{}, smaller than the crop box (right {}, bottom {})",
+            img.width(),
+            img.height(),
+            crop.right,
+            crop.bottom
+        ));
+    }
+    resampler.apply(
+        img.as_raw(),
+        img.width() as usize,
+        img.height() as usize,
+        out,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn box_120() -> CropBox {
+        CropBox {
+            left: 30,
+            top: 55,
+            right: 150,
+            bottom: 175,
+        }
+    }
+
+    #[test]
+    fn crop_takes_the_face_box_and_resize_halves_blocks() {
+        // A 178x218 image whose face box holds a 2x2 checkerboard of 60-pixel squares, and
+        // whose outside is pure blue: any offset in the crop would let blue in.
+        let img = RgbImage::from_fn(178, 218, |x, y| {
+            let inside = (30..150).contains(&x) && (55..175).contains(&y);
+            if !inside {
+                return image::Rgb([0, 0, 255]);
+            }
+            let light = ((x - 30) / 60 + (y - 55) / 60) % 2 == 0;
+            if light {
+                image::Rgb([200, 100, 50])
+            } else {
+                image::Rgb([20, 40, 60])
+            }
+        });
+        let face = face_from_rgb(&img, box_120(), ResizeFilter::Bicubic).unwrap();
+        assert_eq!(face.len(), FACE_BYTES);
+        let px = |x: usize, y: usize| &face[(y * SIZE + x) * 3..(y * SIZE + x) * 3 + 3];
+        // Corners come from the box's corners; no blue from outside it.
+        assert_eq!(px(0, 0), [200, 100, 50]);
+        assert_eq!(px(63, 0), [20, 40, 60]);
+        assert_eq!(px(0, 63), [20, 40, 60]);
+        assert_eq!(px(63, 63), [200, 100, 50]);
+        assert_eq!(px(16, 16), [200, 100, 50]);
+        assert_eq!(px(48, 16), [20, 40, 60]);
+        // The checker edge falls between output pixels 31 and 32; the widened bicubic kernel
+        // (3.75 source pixels) blends only the pixels next to it.
+        assert_eq!(px(29, 10), [200, 100, 50]);
+        assert_eq!(px(34, 10), [20, 40, 60]);
+        assert!(px(31, 10)[0] > px(32, 10)[0]);
+    }
+
+    #[test]
+    fn image_smaller_than_box_is_refused() {
+        let img = RgbImage::new(100, 100);
+        let err = face_from_rgb(&img, box_120(), ResizeFilter::Bicubic).unwrap_err();
+        assert!(err.contains("100x100") && err.contains("crop box"), "{err}");
+    }
+}

@@ -1,0 +1,111 @@
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use image::ImageReader;
+
+use crate::config::CropBox;
+
+const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// Every `*.jpg`, `*.jpeg` and `*.png` (any case) under `dir`, recursively, sorted by path, so
+/// Kaggle's nested `img_align_celeba/img_align_celeba/` works and runs are repeatable.
+pub fn find_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.exists() {
+        bail!(
+            "data folder {} does not exist\n  point --data at the folder that holds the CelebA JPEGs (img_align_celeba)",
+            dir.display()
+        );
+    }
+    if !dir.is_dir() {
+        bail!("--data {} is a file, not a folder of images", dir.display());
+    }
+    let mut files = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        // Canonical paths break symlink loops: a folder is listed once however it is reached.
+        match d.canonicalize() {
+            Ok(c) => {
+                if !seen.insert(c) {
+                    continue;
+                }
+            }
+            Err(e) => {
+                eprintln!("warning: skipping {}: {e}", d.display());
+                continue;
+            }
+        }
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if d == dir => bail!("cannot list data folder {}: {e}", dir.display()),
+            Err(e) => {
+                eprintln!("warning: cannot list {}: {e}; skipping it", d.display());
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if has_image_extension(&path) {
+                files.push(path);
+            }
+        }
+    }
+    if files.is_empty() {
+        bail!(
+            "no images in {}: looked for *.jpg, *.jpeg and *.png (any case) in it and its subfolders",
+            dir.display()
+        );
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// Refuses a crop box that lies outside the images before any decoding: the first few
+/// readable files' headers say how large the photos are.
+pub fn check_crop_fits(files: &[PathBuf], crop: CropBox) -> Result<()> {
+    let sizes: Vec<(&PathBuf, (u32, u32))> = files
+        .iter()
+        .filter_map(|f| {
+            let reader = ImageReader::open(f).ok()?.with_guessed_format().ok()?;
+            Some((f, reader.into_dimensions().ok()?))
+        })
+        .take(5)
+        .collect();
+    if let Some((file, (w, h))) = sizes.first() {
+        if sizes
+            .iter()
+            .all(|(_, (w, h))| crop.right > *w || crop.bottom > *h)
+        {
+            bail!(
+                "the crop box (left {}, top {}, right {}, bottom {}) lies outside the images: {} is {w}x{h}\n  \
+                 set data.crop in the config to a box inside the photos (CelebA's are 178x218)",
+                crop.left,
+                crop.top,
+                crop.right,
+                crop.bottom,
+                file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// CRC-32 of the file list, relative to `dir`: identifies the data a run trained on.
+pub fn list_crc32(dir: &Path, files: &[PathBuf]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for f in files {
+        let rel = f.strip_prefix(dir).unwrap_or(f);
+        h.update(rel.as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+    }
+    h.finalize()
+}

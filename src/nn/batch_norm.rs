@@ -1,0 +1,80 @@
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+
+use super::layer::LayerBackend;
+use super::Mode;
+
+/// BatchNorm over channels of an NCHW tensor, with the mode chosen by the caller.
+#[derive(Module, Debug)]
+pub struct BatchNorm<B: Backend> {
+    pub gamma: Param<Tensor<B, 1>>,
+    pub beta: Param<Tensor<B, 1>>,
+    pub running_mean: RunningState<Tensor<B, 1>>,
+    pub running_var: RunningState<Tensor<B, 1>>,
+    pub momentum: f64,
+    pub epsilon: f64,
+}
+
+impl<B: Backend> BatchNorm<B> {
+    pub(crate) fn new(
+        channels: usize,
+        momentum: f64,
+        epsilon: f64,
+        gamma: Vec<f32>,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            gamma: Param::from_tensor(Tensor::from_data(
+                TensorData::new(gamma, [channels]),
+                device,
+            )),
+            beta: Param::from_tensor(Tensor::zeros([channels], device)),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+            momentum,
+            epsilon,
+        }
+    }
+}
+
+impl<B: LayerBackend> BatchNorm<B> {
+    /// LeakyReLU(0.2) of the convolution's output `x`, then this BatchNorm: the order of the
+    /// notebook, fused into one backend operation where batch statistics are used.
+    pub fn leaky_forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        if mode == Mode::Eval {
+            let scale = self
+                .gamma
+                .val()
+                .div(self.running_var.value().add_scalar(self.epsilon).sqrt());
+            let shift = self
+                .beta
+                .val()
+                .sub(self.running_mean.value().mul(scale.clone()));
+            return Tensor::from_primitive(TensorPrimitive::Float(B::leaky_affine(
+                x.into_primitive().tensor(),
+                scale.into_primitive().tensor(),
+                shift.into_primitive().tensor(),
+            )));
+        }
+        let [y, mean, var] = B::leaky_bn(
+            x.into_primitive().tensor(),
+            self.gamma.val().into_primitive().tensor(),
+            self.beta.val().into_primitive().tensor(),
+            self.epsilon,
+        );
+        if mode == Mode::Train {
+            let m = self.momentum;
+            let (mean, var): (Tensor<B, 1>, Tensor<B, 1>) = (
+                Tensor::from_primitive(TensorPrimitive::Float(mean)),
+                Tensor::from_primitive(TensorPrimitive::Float(var)),
+            );
+            let rm = self.running_mean.value_sync().mul_scalar(1.0 - m);
+            let rv = self.running_var.value_sync().mul_scalar(1.0 - m);
+            self.running_mean
+                .update(rm.add(mean.mul_scalar(m)).detach());
+            self.running_var.update(rv.add(var.mul_scalar(m)).detach());
+        }
+        Tensor::from_primitive(TensorPrimitive::Float(y))
+    }
+}

@@ -1,0 +1,13 @@
+//! The run folder: its paths, crash-safe checkpoints, JSON-lines logs and atomic writes.
+
+mod atomic;
+mod checkpoint;
+mod log;
+mod record;
+
+pub use atomic::{write_atomic, write_atomic_with};
+pub use checkpoint::{DataFingerprint, FileEntry, Manifest, Records, RunDir, MANIFEST, RECORDS};
+pub use log::{read_losses, truncate_jsonl, LossRow, MetricRow};
+pub use record::{
+    load_module, module_from_record_bytes, record_bytes, record_from_bytes, save_module,
+};

@@ -1,0 +1,227 @@
+use anyhow::Result;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+
+use super::ema::Ema;
+use crate::config::{AdamSettings, TrainingConfig};
+use crate::nn::{Discriminator, Generator, Mode, TrainBackend};
+use crate::rng::{stream_seed, Stream};
+use crate::run::{self, Records, RunDir};
+
+/// Binary cross-entropy of `sigmoid(logits)` against a constant label, computed from the
+/// logits as max(x, 0) - x*y + log(1 + exp(-|x|)), which never takes the log of zero.
+pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 2>, label: f32) -> Tensor<B, 1> {
+    let softplus = logits.clone().abs().neg().exp().log1p();
+    logits
+        .clone()
+        .clamp_min(0.0)
+        .sub(logits.mul_scalar(label))
+        .add(softplus)
+        .mean()
+}
+
+type Opt<M, B> = OptimizerAdaptor<Adam, M, B>;
+
+fn adam<B: AutodiffBackend, M: AutodiffModule<B>>(s: &AdamSettings) -> Opt<M, B> {
+    AdamConfig::new()
+        .with_beta_1(s.beta1)
+        .with_beta_2(s.beta2)
+        .with_epsilon(s.epsilon)
+        .init()
+}
+
+/// Both networks and their optimisers: everything one training step changes.
+pub struct Gan<B: AutodiffBackend> {
+    pub g: Generator<B>,
+    pub d: Discriminator<B>,
+    opt_g: Opt<Generator<B>, B>,
+    opt_d: Opt<Discriminator<B>, B>,
+    lr_g: f64,
+    lr_d: f64,
+    /// The moving average of G's weights, when the config keeps one.
+    pub ema: Option<Ema<B::InnerBackend>>,
+}
+
+/// Losses and D's outputs of one step, read back from the device in one transfer.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    pub d_loss_real: f32,
+    pub d_loss_fake: f32,
+    pub g_loss: f32,
+    pub d_real_mean: f32,
+    pub d_fake_mean: f32,
+}
+
+impl StepStats {
+    pub fn all_finite(&self) -> bool {
+        [self.d_loss_real, self.d_loss_fake, self.g_loss]
+            .iter()
+            .all(|x| x.is_finite())
+    }
+}
+
+impl<B: TrainBackend> Gan<B> {
+    pub fn new(cfg: &TrainingConfig, device: &B::Device) -> Self {
+        let g: Generator<B> = cfg
+            .generator
+            .init(stream_seed(cfg.seed, 0, Stream::GeneratorInit), device);
+        Self {
+            ema: cfg.ema.map(|e| Ema::new(g.valid(), e.decay)),
+            g,
+            d: cfg
+                .discriminator
+                .init(stream_seed(cfg.seed, 0, Stream::DiscriminatorInit), device),
+            opt_g: adam(&cfg.optimizer_g),
+            opt_d: adam(&cfg.optimizer_d),
+            lr_g: cfg.optimizer_g.lr,
+            lr_d: cfg.optimizer_d.lr,
+        }
+    }
+
+    /// Serialised networks and optimiser states.
+    pub fn records(&self) -> Result<Records> {
+        Ok(Records {
+            g: run::record_bytes::<B, _>(self.g.clone().into_record())?,
+            d: run::record_bytes::<B, _>(self.d.clone().into_record())?,
+            g_optim: run::record_bytes::<B, _>(self.opt_g.to_record())?,
+            d_optim: run::record_bytes::<B, _>(self.opt_d.to_record())?,
+            g_ema: self
+                .ema
+                .as_ref()
+                .map(|e| run::record_bytes::<B::InnerBackend, _>(e.g.clone().into_record()))
+                .transpose()?,
+        })
+    }
+
+    /// Folds the live G into the moving average after training step `step`.
+    pub fn update_ema(&mut self, step: usize) {
+        if let Some(ema) = self.ema.take() {
+            self.ema = Some(ema.update(&self.g.valid(), step));
+        }
+    }
+
+    /// Rebuilds the networks from `cfg` and loads a checkpoint's weights and optimiser state.
+    pub fn restore(
+        cfg: &TrainingConfig,
+        records: &Records,
+        run: &RunDir,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let fresh = Self::new(cfg, device);
+        let name = |role: &str| run.records().join(format!("*-{role}.mpk"));
+        let g = run::module_from_record_bytes(fresh.g, &records.g, &name("g"), device)?;
+        let d = run::module_from_record_bytes(fresh.d, &records.d, &name("d"), device)?;
+        let opt_g = fresh.opt_g.load_record(run::record_from_bytes(
+            &records.g_optim,
+            &name("g_optim"),
+            device,
+        )?);
+        let opt_d = fresh.opt_d.load_record(run::record_from_bytes(
+            &records.d_optim,
+            &name("d_optim"),
+            device,
+        )?);
+        // A checkpoint from before the config asked for an average starts it at G.
+        let ema = match (cfg.ema, &records.g_ema) {
+            (Some(e), Some(bytes)) => Some(Ema::new(
+                run::module_from_record_bytes(
+                    cfg.generator.init(0, device),
+                    bytes,
+                    &name("g_ema"),
+                    device,
+                )?,
+                e.decay,
+            )),
+            (Some(e), None) => Some(Ema::new(g.valid(), e.decay)),
+            (None, _) => None,
+        };
+        Ok(Self {
+            g,
+            d,
+            opt_g,
+            opt_d,
+            lr_g: fresh.lr_g,
+            lr_d: fresh.lr_d,
+            ema,
+        })
+    }
+
+    /// One notebook step. `noise_d` makes the fakes D learns from, `noise_g` those G learns
+    /// through.
+    pub fn step(
+        self,
+        real: Tensor<B, 4>,
+        noise_d: Tensor<B, 2>,
+        noise_g: Tensor<B, 2>,
+    ) -> (Self, StepStats) {
+        let Self {
+            g,
+            d,
+            mut opt_g,
+            mut opt_d,
+            lr_g,
+            lr_d,
+            ema,
+        } = self;
+
+        // Keras predict_on_batch: inference mode, no graph, so D's loss cannot reach G.
+        let fakes = Tensor::from_inner(g.valid().forward(noise_d.inner(), Mode::Eval));
+
+        let logits = d.forward(real, Mode::Train);
+        let real_mean = burn::tensor::activation::sigmoid(logits.clone().detach()).mean();
+        let loss_real = bce_with_logits(logits, 1.0);
+        let grads = GradientsParams::from_grads(loss_real.backward(), &d);
+        let d = opt_d.step(lr_d, d, grads);
+
+        let logits = d.forward(fakes, Mode::Train);
+        let fake_mean = burn::tensor::activation::sigmoid(logits.clone().detach()).mean();
+        let loss_fake = bce_with_logits(logits, 0.0);
+        let grads = GradientsParams::from_grads(loss_fake.backward(), &d);
+        let d = opt_d.step(lr_d, d, grads);
+
+        // D frozen: no gradients for its weights, its running statistics left alone.
+        let frozen = d.clone().no_grad();
+        let loss_g = bce_with_logits(
+            frozen.forward(g.forward(noise_g, Mode::Train), Mode::Frozen),
+            1.0,
+        );
+        let grads = GradientsParams::from_grads(loss_g.backward(), &g);
+        let g = opt_g.step(lr_g, g, grads);
+
+        let stats = Tensor::cat(
+            vec![
+                loss_real.detach(),
+                loss_fake.detach(),
+                loss_g.detach(),
+                real_mean,
+                fake_mean,
+            ],
+            0,
+        )
+        .into_data()
+        .to_vec::<f32>()
+        .expect("f32 losses");
+        let stats = StepStats {
+            d_loss_real: stats[0],
+            d_loss_fake: stats[1],
+            g_loss: stats[2],
+            d_real_mean: stats[3],
+            d_fake_mean: stats[4],
+        };
+        (
+            Self {
+                g,
+                d,
+                opt_g,
+                opt_d,
+                lr_g,
+                lr_d,
+                ema,
+            },
+            stats,
+        )
+    }
+}

@@ -1,0 +1,307 @@
+//! The alternating DCGAN loop, written once for every backend, and resumable at any batch.
+//!
+//! Per batch, as the notebook: fakes from G in inference mode, detached; one D update on the
+//! real batch (label 1); one D update on the fakes (label 0); one G update through a frozen D
+//! on fresh noise (label 1).
+//!
+//! Every random number is drawn from a stream keyed by (seed, epoch or step, purpose), never
+//! from a generator that runs across steps, so a resumed run needs no saved RNG state to
+//! continue exactly where it stopped.
+
+mod ema;
+mod gan;
+pub mod interrupt;
+
+pub use ema::Ema;
+pub use gan::{bce_with_logits, Gan, StepStats};
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use rand::seq::SliceRandom;
+
+use crate::config::TrainingConfig;
+use crate::data::{self, FaceBatcher, Faces};
+use crate::metrics::Tracker;
+use crate::nn::{noise, Mode, TrainBackend};
+use crate::progress::{self, human_secs};
+use crate::rng::{rng, stream_seed, Stream};
+use crate::run::{truncate_jsonl, DataFingerprint, LossRow, Manifest, Records, RunDir};
+
+/// A long epoch still checkpoints this often, so a killed run loses at most this much.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// The first `steps` steps of a fresh run on `backend`, step k on faces `k*batch..(k+1)*batch`
+/// in file order. Not generic, so callers comparing backends (the WGPU test) reuse this
+/// crate's compiled training code instead of compiling their own copy of it.
+pub fn first_steps(
+    cfg: &TrainingConfig,
+    faces: &Faces,
+    steps: usize,
+    backend: &crate::backend::Resolved,
+) -> Vec<StepStats> {
+    fn on<B: TrainBackend>(
+        cfg: &TrainingConfig,
+        faces: &Faces,
+        steps: usize,
+        device: &B::Device,
+    ) -> Vec<StepStats> {
+        let batcher = FaceBatcher::new(cfg.data.normalization);
+        let mut gan = Gan::<B>::new(cfg, device);
+        let mut r = rng(cfg.seed, 1, Stream::Noise);
+        let n = cfg.batch_size;
+        let mut out = Vec::new();
+        for step in 0..steps {
+            let idx: Vec<usize> = (step * n..(step + 1) * n).collect();
+            let real = batcher.batch::<B>(faces, &idx, device);
+            let noise_d = noise::<B>(cfg, &mut r, n, device);
+            let noise_g = noise::<B>(cfg, &mut r, n, device);
+            let (next, s) = gan.step(real, noise_d, noise_g);
+            gan = next;
+            out.push(s);
+        }
+        out
+    }
+    crate::with_backend!(backend, |B, device| on::<burn::backend::Autodiff<B>>(
+        cfg, faces, steps, &device
+    ))
+}
+
+/// The same 64 noise vectors every epoch, so the preview grids show one face changing.
+pub fn preview_noise<B: Backend>(cfg: &TrainingConfig, device: &B::Device) -> Tensor<B, 2> {
+    noise(cfg, &mut rng(cfg.seed, 0, Stream::Preview), 64, device)
+}
+
+/// The image order of an epoch (1-based): a pure function of the seed and the epoch.
+pub fn epoch_order(cfg: &TrainingConfig, faces: usize, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..faces).collect();
+    if cfg.data.shuffle {
+        order.shuffle(&mut rng(cfg.seed, epoch, Stream::Shuffle));
+    }
+    order
+}
+
+/// How a call to [`train`] ended when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Finished,
+    /// Stopped by Ctrl-C or SIGTERM after saving a checkpoint at this step.
+    Interrupted {
+        epoch: usize,
+        step: usize,
+    },
+}
+
+/// Where a run starts: fresh, or from a checkpoint read by `RunDir::load_checkpoint`.
+#[allow(clippy::large_enum_variant)] // built once per run
+pub enum Start {
+    Fresh,
+    Resume(Manifest, Records),
+}
+
+/// Trains until `cfg.epochs` epochs are done, writing everything the run folder promises.
+pub fn train<B: TrainBackend>(
+    cfg: &TrainingConfig,
+    faces: &Faces,
+    data: DataFingerprint,
+    run: &RunDir,
+    start: Start,
+    device: &B::Device,
+) -> Result<Outcome> {
+    let batches = faces.len() / cfg.batch_size;
+    if batches == 0 {
+        bail!(
+            "only {} usable images, fewer than one batch of {}: lower --batch-size or add images",
+            faces.len(),
+            cfg.batch_size
+        );
+    }
+    let (mut gan, mut step) = match &start {
+        Start::Fresh => (Gan::<B>::new(cfg, device), 0),
+        Start::Resume(manifest, records) => {
+            (Gan::<B>::restore(cfg, records, run, device)?, manifest.step)
+        }
+    };
+    crate::run::write_atomic(&run.config(), cfg.to_json().as_bytes())?;
+    let mut log = open_log(run, step)?;
+    let mut tracker = Tracker::new(cfg, faces, run, step)?;
+    let batcher = FaceBatcher::new(cfg.data.normalization);
+    let preview = preview_noise::<B::InnerBackend>(cfg, device);
+    let total = batches * cfg.epochs;
+    let started = Instant::now();
+    let first_step = step;
+    let mut last_checkpoint = Instant::now();
+    let commit = |gan: &Gan<B>, step: usize| -> Result<()> {
+        run.commit(Manifest::new(step, batches, data.clone(), cfg.clone()), &gan.records()?)
+            .context("the previous checkpoint is intact; fix the problem (e.g. free disk space) and continue with --resume")
+    };
+
+    while step < total {
+        let epoch = step / batches + 1;
+        let epoch_start = Instant::now();
+        let order = epoch_order(cfg, faces.len(), epoch);
+        let bar = progress::bar(batches as u64, &format!("epoch {epoch}"));
+        bar.set_position((step % batches) as u64);
+        let mut sums = [0f64; 4];
+        let mut done = 0usize;
+
+        for batch in order.chunks_exact(cfg.batch_size).skip(step % batches) {
+            let t = Instant::now();
+            let real = batcher.batch::<B>(faces, batch, device);
+            let mut noise_rng = rng(cfg.seed, step, Stream::Noise);
+            let noise_d = noise::<B>(cfg, &mut noise_rng, cfg.batch_size, device);
+            let noise_g = noise::<B>(cfg, &mut noise_rng, cfg.batch_size, device);
+            B::seed(device, stream_seed(cfg.seed, step, Stream::Dropout));
+            let (next, s) = gan.step(real, noise_d, noise_g);
+            if !s.all_finite() {
+                bar.finish_and_clear();
+                log.flush()?;
+                bail!(
+                    "losses became non-finite at epoch {epoch}, step {} (D real {}, D fake {}, G {}): the run diverged. \
+                     {} still holds the checkpoint from before it. Try a lower learning rate (--lr), e.g. half of {}",
+                    step + 1,
+                    s.d_loss_real,
+                    s.d_loss_fake,
+                    s.g_loss,
+                    run.0.display(),
+                    cfg.optimizer_d.lr
+                );
+            }
+            gan = next;
+            step += 1;
+            gan.update_ema(step);
+            done += 1;
+            let row = LossRow {
+                epoch,
+                step,
+                d_loss_real: s.d_loss_real,
+                d_loss_fake: s.d_loss_fake,
+                d_loss: s.d_loss_real + s.d_loss_fake,
+                g_loss: s.g_loss,
+                d_real_mean: s.d_real_mean,
+                d_fake_mean: s.d_fake_mean,
+                images_per_sec: cfg.batch_size as f32 / t.elapsed().as_secs_f32(),
+            };
+            write_row(&mut log, &row)
+                .with_context(|| format!("cannot write {}", run.losses().display()))?;
+            for (sum, v) in
+                sums.iter_mut()
+                    .zip([row.d_loss, row.g_loss, row.d_real_mean, row.d_fake_mean])
+            {
+                *sum += v as f64;
+            }
+            bar.inc(1);
+            bar.set_message(format!(
+                "D {:.3} G {:.3} {:.0} img/s",
+                row.d_loss, row.g_loss, row.images_per_sec
+            ));
+            if !progress::is_terminal()
+                && done.is_multiple_of((batches / 4).max(1))
+                && step % batches != 0
+            {
+                eprintln!(
+                    "  epoch {epoch} batch {}/{batches}  D {:.3}  G {:.3}",
+                    step % batches,
+                    row.d_loss,
+                    row.g_loss
+                );
+            }
+
+            let interrupted = interrupt::requested();
+            if interrupted || (last_checkpoint.elapsed() > CHECKPOINT_EVERY && step % batches != 0)
+            {
+                log.flush()
+                    .with_context(|| format!("cannot write {}", run.losses().display()))?;
+                commit(&gan, step)?;
+                last_checkpoint = Instant::now();
+                if interrupted {
+                    bar.finish_and_clear();
+                    return Ok(Outcome::Interrupted { epoch, step });
+                }
+            }
+        }
+        bar.finish_and_clear();
+        log.flush()
+            .with_context(|| format!("cannot write {}", run.losses().display()))?;
+
+        // Preview before the commit: a kill in between redoes the epoch and rewrites the
+        // same grid, never leaves a committed epoch without its grid.
+        let images = gan.g.valid().forward(preview.clone(), Mode::Eval);
+        data::write_grid(
+            &data::to_faces(images, cfg.generator.output),
+            8,
+            &run.preview(epoch),
+        )?;
+        // Scored before the commit, like the preview: a kill in between redoes the epoch.
+        let mut scored = String::new();
+        if let Some(t) = tracker.as_mut() {
+            let ema = gan.ema.as_ref().map(|e| &e.g);
+            if let Some(m) = t.after_epoch(epoch, step, &gan.g.valid(), ema, cfg, run, device)? {
+                scored = format!(
+                    "  SWD {:.2}{}{}",
+                    m.swd_mean,
+                    if m.best { " (best)" } else { "" },
+                    m.ema_swd_mean
+                        .map(|e| format!(", EMA {e:.2}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        commit(&gan, step)?;
+        last_checkpoint = Instant::now();
+
+        let secs = epoch_start.elapsed().as_secs_f64();
+        progress::release_free_memory();
+        let n = done.max(1) as f64;
+        let per_step = started.elapsed().as_secs_f64() / (step - first_step) as f64;
+        eprintln!(
+            "epoch {epoch}/{}  D {:.3}  G {:.3}  D(x) {:.2}  D(G(z)) {:.2}  {:.0} img/s  {}  rss {} MB{scored}  (about {} left)",
+            cfg.epochs,
+            sums[0] / n,
+            sums[1] / n,
+            sums[2] / n,
+            sums[3] / n,
+            (done * cfg.batch_size) as f64 / secs,
+            human_secs(secs),
+            progress::rss_bytes() / (1 << 20),
+            human_secs(per_step * (total - step) as f64),
+        );
+    }
+    eprintln!(
+        "done: {} epochs, {step} steps; generator in {}, preview grids in {}",
+        cfg.epochs,
+        run.generator().display(),
+        run.samples().display()
+    );
+    Ok(Outcome::Finished)
+}
+
+fn write_row(log: &mut impl Write, row: &LossRow) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *log, row)?;
+    log.write_all(b"\n")
+}
+
+/// Opens `losses.jsonl` for appending after keeping exactly the rows of steps `1..=step`:
+/// rows a killed run wrote after its last checkpoint are dropped, so a resumed log has each
+/// step once.
+fn open_log(run: &RunDir, step: usize) -> Result<BufWriter<File>> {
+    let path = run.losses();
+    let rows = truncate_jsonl::<LossRow>(&path, step, |r| r.step)?.len();
+    if rows != step {
+        eprintln!(
+            "warning: {} holds {rows} rows for {step} checkpointed steps; continuing it as it is",
+            path.display()
+        );
+    }
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(BufWriter::new(f))
+}

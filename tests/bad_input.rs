@@ -31,7 +31,7 @@ fn real_face() -> RgbImage {
 
 #[test]
 fn messy_folder_skips_each_bad_file_by_name_and_trains_on_the_rest() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let data = tmp.path().join("data");
     copy_faces(&data, 16);
     let face = real_face();
@@ -140,7 +140,7 @@ fn walk_first_jpeg(dir: &Path) -> std::path::PathBuf {
 fn a_grayscale_image_trains_as_three_equal_channels() {
     let face = real_face();
     let gray = image::DynamicImage::ImageRgb8(face).to_luma8();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let path = tmp.path().join("g.png");
     ImageBuffer::<Luma<u8>, _>::from_raw(178, 218, gray.into_raw())
         .unwrap()
@@ -156,7 +156,7 @@ fn a_grayscale_image_trains_as_three_equal_channels() {
 
 #[test]
 fn bad_arguments_are_refused_before_any_work() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let faces = faces_dir();
     let run = tmp.path().join("run");
     let base = ["train", "--data", p(&faces), "--out", p(&run)];

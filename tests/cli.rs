@@ -49,7 +49,7 @@ fn eval_64(ckpt: &std::path::Path) -> serde_json::Value {
 
 #[test]
 fn train_sample_plot_end_to_end() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let run = tmp.path().join("run");
     let log = train_small(&run, "2", &[]);
     assert!(log.contains("decoded 48 faces from 48 files"), "{log}");
@@ -208,7 +208,7 @@ fn train_sample_plot_end_to_end() {
 
 #[test]
 fn same_seed_same_losses_and_force_overwrites() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let a = tmp.path().join("a");
     let log = train_small(&a, "1", &["--preset", "notebook"]);
     assert!(log.contains("decoded 48 faces"), "{log}");
@@ -233,7 +233,7 @@ fn same_seed_same_losses_and_force_overwrites() {
 
 #[test]
 fn swd_tracking_logs_metrics_keeps_the_best_generator_and_resumes() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let run = tmp.path().join("run");
     let log = train_small(&run, "2", &["--swd-every", "1", "--ema", "0.9"]);
     assert!(log.contains("SWD ") && log.contains(", EMA "), "{log}");
@@ -342,7 +342,7 @@ fn help_shows_examples() {
 
 #[test]
 fn missing_and_empty_data_folders_are_clear_errors() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let missing = tmp.path().join("nope");
     let err = dcgan_err(&[
         "train",
@@ -378,7 +378,7 @@ fn missing_and_empty_data_folders_are_clear_errors() {
 
 #[test]
 fn broken_files_are_skipped_by_name_and_nested_folders_found() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     // Kaggle's layout: the images one folder deeper, with odd-case extensions.
     let data = tmp.path().join("img_align_celeba");
     let inner = data.join("img_align_celeba");

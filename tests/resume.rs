@@ -121,7 +121,7 @@ fn reference_run(tmp: &Path) -> std::path::PathBuf {
 
 #[test]
 fn ctrl_c_mid_epoch_then_resume_matches_an_uninterrupted_run() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let straight = reference_run(tmp.path());
     let faces = faces_dir();
     let out = tmp.path().join("stopped");
@@ -197,7 +197,7 @@ fn ctrl_c_mid_epoch_then_resume_matches_an_uninterrupted_run() {
 
 #[test]
 fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let faces = faces_dir();
     // 16 faces, batch 8: 2 steps an epoch, 4 epochs, so checkpoints come often and kills
     // land inside them as well as between them.
@@ -304,7 +304,7 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
 
 #[test]
 fn second_ctrl_c_quits_at_once_and_keeps_the_last_checkpoint() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let faces = faces_dir();
     let out = tmp.path().join("run");
     let child = spawn(&train_args(p(&faces), p(&out)));
@@ -328,7 +328,7 @@ fn second_ctrl_c_quits_at_once_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn sigterm_checkpoints_like_ctrl_c() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let faces = faces_dir();
     let out = tmp.path().join("run");
     let child = spawn(&train_args(p(&faces), p(&out)));
@@ -344,7 +344,7 @@ fn sigterm_checkpoints_like_ctrl_c() {
 
 #[test]
 fn a_failing_write_stops_the_run_and_keeps_the_previous_checkpoint() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let faces = faces_dir();
     let out = tmp.path().join("run");
     let mut args = train_args(p(&faces), p(&out));
@@ -400,7 +400,7 @@ fn a_failing_write_stops_the_run_and_keeps_the_previous_checkpoint() {
 
 #[test]
 fn divergence_stops_with_advice_and_keeps_the_last_good_checkpoint() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let faces = faces_dir();
     let out = tmp.path().join("run");
     let mut args = train_args(p(&faces), p(&out));
@@ -426,7 +426,7 @@ fn divergence_stops_with_advice_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn damaged_checkpoints_are_named_errors() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let faces = faces_dir();
     let out = tmp.path().join("run");
     let mut args = train_args(p(&faces), p(&out));
@@ -534,7 +534,7 @@ fn damaged_checkpoints_are_named_errors() {
 
 #[test]
 fn resident_memory_does_not_grow_over_epochs() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let faces = faces_dir();
     let out = tmp.path().join("run");
     let log = dcgan_ok(&[

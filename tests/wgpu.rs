@@ -86,7 +86,7 @@ fn wgpu_training_steps_match_cpu() {
 #[test]
 fn wgpu_samples_the_faces_cpu_samples() {
     seed_autotune_cache();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let run = tmp.path().join("run");
     let faces = faces_dir();
     dcgan_ok(&[
@@ -145,7 +145,7 @@ fn wgpu_samples_the_faces_cpu_samples() {
 
 #[test]
 fn no_vulkan_driver_is_an_error_for_wgpu_and_a_cpu_fallback_for_auto() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir().unwrap();
     let no_driver = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_dcgan"))
             .args(args)

@@ -191,10 +191,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_key_changes() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = std::env::temp_dir().join(format!("dcgan-cache-test-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
         let files: Vec<PathBuf> = (0..3)
             .map(|i| {
-                let p = tmp.path().join(format!("{i}.jpg"));
+                let p = tmp.join(format!("{i}.jpg"));
                 std::fs::write(&p, [i as u8; 10]).unwrap();
                 p
             })
@@ -206,7 +207,7 @@ mod tests {
             bottom: 175,
         };
         let key = CacheKey::new(&files, crop, ResizeFilter::Bicubic).unwrap();
-        let cache = tmp.path().join("cache");
+        let cache = tmp.join("cache");
         assert!(load(&cache, &key).unwrap().is_none());
         store(&cache, &key, &faces(2)).unwrap();
         let back = load(&cache, &key).unwrap().expect("cached");
@@ -236,5 +237,6 @@ mod tests {
         assert!(load(&cache, &key).unwrap().is_none());
         std::fs::write(&path, &bytes[..50]).unwrap();
         assert!(load(&cache, &key).unwrap().is_none());
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

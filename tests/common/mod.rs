@@ -104,7 +104,7 @@ pub fn copy_faces(dir: &Path, n: usize) {
 }
 
 /// The six logged values of each loss row (everything but epoch, step and speed).
-pub fn loss_values(rows: &[dcgan::train::LossRow]) -> Vec<[f32; 6]> {
+pub fn loss_values(rows: &[dcgan::run::LossRow]) -> Vec<[f32; 6]> {
     rows.iter()
         .map(|r| {
             [
@@ -117,4 +117,37 @@ pub fn loss_values(rows: &[dcgan::train::LossRow]) -> Vec<[f32; 6]> {
             ]
         })
         .collect()
+}
+
+/// A folder under the system's temporary folder, removed with everything in it when dropped.
+/// Written here rather than taken from the `tempfile` crate: as a dev-dependency it switches
+/// on features of crates that wgpu shares (fastrand, bitflags), so `cargo test` would rebuild
+/// the whole GPU stack that `cargo build` had already built.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn tempdir() -> std::io::Result<TempDir> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "dcgan-test-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(TempDir(dir))
 }

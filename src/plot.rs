@@ -83,60 +83,76 @@ pub fn plot(rows: &[LossRow], metrics: &[MetricRow], out: &Path) -> Result<()> {
         ];
         for (area, title, ylabel, lines) in panels {
             let values: Vec<Vec<f32>> = lines.iter().map(|(_, f, _)| series(*f)).collect();
-            let (lo, hi) = values
-                .iter()
-                .flatten()
-                .fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
-            let pad = ((hi - lo) * 0.05).max(1e-3);
-            let mut chart = ChartBuilder::on(area)
-                .caption(title, (FAMILY, 22))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(70)
-                .build_cartesian_2d(x0..x1, (lo - pad)..(hi + pad))
-                .map_err(|e| err(&e))?;
-            chart
-                .configure_mesh()
-                .x_desc("batch")
-                .x_label_formatter(&|x| format!("{}", x.round() as i64))
-                .y_desc(ylabel)
-                .label_style((FAMILY, 14))
-                .axis_desc_style((FAMILY, 16))
-                .draw()
-                .map_err(|e| err(&e))?;
-            for ((name, _, color), v) in lines.iter().zip(&values) {
-                let faint = color.mix(0.25);
-                chart
-                    .draw_series(LineSeries::new(
-                        steps.iter().copied().zip(v.iter().copied()),
-                        faint,
-                    ))
-                    .map_err(|e| err(&e))?;
-                let avg = moving_average(v, window);
-                chart
-                    .draw_series(LineSeries::new(
-                        steps.iter().copied().zip(avg),
-                        color.stroke_width(3),
-                    ))
-                    .map_err(|e| err(&e))?
-                    .label(format!("{name} (mean of {window})"))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .label_font((FAMILY, 14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(|e| err(&e))?;
+            draw_panel(
+                area,
+                (title, ylabel),
+                &lines,
+                &steps,
+                &values,
+                window,
+                x0..x1,
+            )
+            .map_err(|e| err(&e))?;
         }
         root.present().map_err(|e| err(&e))?;
     }
     let img = image::RgbImage::from_raw(w, h, buf).expect("buffer matches size");
     write_png(&img, out)
+}
+
+/// One panel: two series per batch, faint, with their moving averages drawn over them.
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    (title, ylabel): (&str, &str),
+    lines: &[Line; 2],
+    steps: &[f32],
+    values: &[Vec<f32>],
+    window: usize,
+    xs: std::ops::Range<f32>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (lo, hi) = values
+        .iter()
+        .flatten()
+        .fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FAMILY, 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(xs, (lo - pad)..(hi + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc("batch")
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
+        .y_desc(ylabel)
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 16))
+        .draw()?;
+    for ((name, _, color), v) in lines.iter().zip(values) {
+        let faint = color.mix(0.25);
+        chart.draw_series(LineSeries::new(
+            steps.iter().copied().zip(v.iter().copied()),
+            faint,
+        ))?;
+        let avg = moving_average(v, window);
+        chart
+            .draw_series(LineSeries::new(
+                steps.iter().copied().zip(avg),
+                color.stroke_width(3),
+            ))?
+            .label(format!("{name} (mean of {window})"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
 }
 
 /// SWD (mean over pyramid levels) at each scored epoch, the best one marked, and the moving

@@ -8,6 +8,7 @@ use crate::rng::{stream_seed, Stream};
 use crate::run::{self, truncate_jsonl, MetricRow, RunDir};
 use crate::sample;
 
+/// Scores the generator every few epochs during training against fixed real faces, with
 /// fixed noise, so successive scores differ only because G changed.
 pub struct Tracker {
     every: usize,

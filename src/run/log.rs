@@ -37,8 +37,6 @@ pub struct MetricRow {
     pub ema_swd_mean: Option<f64>,
 }
 
-/// Scores the generator every few epochs during training against fixed real faces, with
-
 /// Keeps the rows of a JSON-lines log up to `step` (a killed run may have written past its
 /// last checkpoint, or half a line) and returns them; the file is rewritten atomically.
 pub fn truncate_jsonl<R: serde::de::DeserializeOwned>(

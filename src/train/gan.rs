@@ -4,10 +4,12 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
+use rand::rngs::StdRng;
 
 use super::ema::Ema;
 use crate::config::{AdamSettings, TrainingConfig};
-use crate::nn::{Discriminator, Generator, Mode, TrainBackend};
+use crate::data::{FaceBatcher, Faces};
+use crate::nn::{self, Discriminator, Generator, Mode, TrainBackend};
 use crate::rng::{stream_seed, Stream};
 use crate::run::{self, Records, RunDir};
 
@@ -147,6 +149,22 @@ impl<B: TrainBackend> Gan<B> {
             lr_d: fresh.lr_d,
             ema,
         })
+    }
+
+    /// One step on the faces at `batch`, drawing D's noise and then G's from `noise`: the
+    /// training loop, `bench` and the backend comparison all step this way.
+    pub fn step_on(
+        self,
+        cfg: &TrainingConfig,
+        faces: &Faces,
+        batch: &[usize],
+        noise: &mut StdRng,
+        device: &B::Device,
+    ) -> (Self, StepStats) {
+        let real = FaceBatcher::new(cfg.data.normalization).batch::<B>(faces, batch, device);
+        let noise_d = nn::noise::<B>(cfg, noise, batch.len(), device);
+        let noise_g = nn::noise::<B>(cfg, noise, batch.len(), device);
+        self.step(real, noise_d, noise_g)
     }
 
     /// One notebook step. `noise_d` makes the fakes D learns from, `noise_g` those G learns

@@ -26,12 +26,13 @@ use burn::tensor::Tensor;
 use rand::seq::SliceRandom;
 
 use crate::config::TrainingConfig;
-use crate::data::{self, FaceBatcher, Faces};
+use crate::data::{self, Faces};
 use crate::metrics::Tracker;
 use crate::nn::{noise, Mode, TrainBackend};
 use crate::progress::{self, human_secs};
 use crate::rng::{rng, stream_seed, Stream};
 use crate::run::{truncate_jsonl, DataFingerprint, LossRow, Manifest, Records, RunDir};
+use indicatif::ProgressBar;
 
 /// A long epoch still checkpoints this often, so a killed run loses at most this much.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(15 * 60);
@@ -51,17 +52,13 @@ pub fn first_steps(
         steps: usize,
         device: &B::Device,
     ) -> Vec<StepStats> {
-        let batcher = FaceBatcher::new(cfg.data.normalization);
         let mut gan = Gan::<B>::new(cfg, device);
         let mut r = rng(cfg.seed, 1, Stream::Noise);
         let n = cfg.batch_size;
         let mut out = Vec::new();
         for step in 0..steps {
             let idx: Vec<usize> = (step * n..(step + 1) * n).collect();
-            let real = batcher.batch::<B>(faces, &idx, device);
-            let noise_d = noise::<B>(cfg, &mut r, n, device);
-            let noise_g = noise::<B>(cfg, &mut r, n, device);
-            let (next, s) = gan.step(real, noise_d, noise_g);
+            let (next, s) = gan.step_on(cfg, faces, &idx, &mut r, device);
             gan = next;
             out.push(s);
         }
@@ -104,6 +101,140 @@ pub enum Start {
     Resume(Manifest, Records),
 }
 
+/// Running means of an epoch's losses and D outputs, for its summary line.
+#[derive(Default)]
+struct EpochSums {
+    d_loss: f64,
+    g_loss: f64,
+    d_real: f64,
+    d_fake: f64,
+    batches: usize,
+}
+
+impl EpochSums {
+    fn add(&mut self, row: &LossRow) {
+        self.d_loss += row.d_loss as f64;
+        self.g_loss += row.g_loss as f64;
+        self.d_real += row.d_real_mean as f64;
+        self.d_fake += row.d_fake_mean as f64;
+        self.batches += 1;
+    }
+}
+
+/// What stays fixed while a run trains.
+struct Run<'a, B: TrainBackend> {
+    cfg: &'a TrainingConfig,
+    faces: &'a Faces,
+    data: DataFingerprint,
+    run: &'a RunDir,
+    device: &'a B::Device,
+    batches: usize,
+}
+
+impl<B: TrainBackend> Run<'_, B> {
+    fn commit(&self, gan: &Gan<B>, step: usize) -> Result<()> {
+        let manifest = Manifest::new(step, self.batches, self.data.clone(), self.cfg.clone());
+        self.run.commit(manifest, &gan.records()?)
+            .context("the previous checkpoint is intact; fix the problem (e.g. free disk space) and continue with --resume")
+    }
+
+    /// Training step `step + 1` on `batch`; a non-finite loss stops the run.
+    fn step(
+        &self,
+        gan: Gan<B>,
+        batch: &[usize],
+        epoch: usize,
+        step: usize,
+    ) -> Result<(Gan<B>, LossRow)> {
+        let (cfg, device) = (self.cfg, self.device);
+        let t = Instant::now();
+        let mut noise_rng = rng(cfg.seed, step, Stream::Noise);
+        B::seed(device, stream_seed(cfg.seed, step, Stream::Dropout));
+        let (mut gan, s) = gan.step_on(cfg, self.faces, batch, &mut noise_rng, device);
+        if !s.all_finite() {
+            bail!(
+                "losses became non-finite at epoch {epoch}, step {} (D real {}, D fake {}, G {}): the run diverged. \
+                 {} still holds the checkpoint from before it. Try a lower learning rate (--lr), e.g. half of {}",
+                step + 1,
+                s.d_loss_real,
+                s.d_loss_fake,
+                s.g_loss,
+                self.run.0.display(),
+                cfg.optimizer_d.lr
+            );
+        }
+        gan.update_ema(step + 1);
+        let row = LossRow {
+            epoch,
+            step: step + 1,
+            d_loss_real: s.d_loss_real,
+            d_loss_fake: s.d_loss_fake,
+            d_loss: s.d_loss_real + s.d_loss_fake,
+            g_loss: s.g_loss,
+            d_real_mean: s.d_real_mean,
+            d_fake_mean: s.d_fake_mean,
+            images_per_sec: cfg.batch_size as f32 / t.elapsed().as_secs_f32(),
+        };
+        Ok((gan, row))
+    }
+
+    /// The epoch's preview grid and, when due, its score; both before the epoch's commit, so
+    /// a kill in between redoes the epoch and never leaves a committed epoch without them.
+    fn finish_epoch(
+        &self,
+        gan: &Gan<B>,
+        tracker: &mut Option<Tracker>,
+        preview: &Tensor<B::InnerBackend, 2>,
+        epoch: usize,
+        step: usize,
+    ) -> Result<String> {
+        let (cfg, run) = (self.cfg, self.run);
+        let images = gan.g.valid().forward(preview.clone(), Mode::Eval);
+        data::write_grid(
+            &data::to_faces(images, cfg.generator.output),
+            8,
+            &run.preview(epoch),
+        )?;
+        let Some(t) = tracker.as_mut() else {
+            return Ok(String::new());
+        };
+        let ema = gan.ema.as_ref().map(|e| &e.g);
+        let scored = t.after_epoch(epoch, step, &gan.g.valid(), ema, cfg, run, self.device)?;
+        Ok(scored.map_or(String::new(), |m| {
+            format!(
+                "  SWD {:.2}{}{}",
+                m.swd_mean,
+                if m.best { " (best)" } else { "" },
+                m.ema_swd_mean
+                    .map(|e| format!(", EMA {e:.2}"))
+                    .unwrap_or_default()
+            )
+        }))
+    }
+}
+
+/// One line a quarter of the way through an epoch, where there is no progress bar to watch.
+fn report_batch(bar: &ProgressBar, row: &LossRow, done: usize, batches: usize) {
+    bar.inc(1);
+    bar.set_message(format!(
+        "D {:.3} G {:.3} {:.0} img/s",
+        row.d_loss, row.g_loss, row.images_per_sec
+    ));
+    let step = row.step;
+    if !progress::is_terminal()
+        && done.is_multiple_of((batches / 4).max(1))
+        && !step.is_multiple_of(batches)
+    {
+        eprintln!(
+            "  epoch {} batch {}/{batches}  D {:.3}  G {:.3}",
+            row.epoch,
+            step % batches,
+            row.d_loss,
+            row.g_loss
+        );
+    }
+}
+
 /// Trains until `cfg.epochs` epochs are done, writing everything the run folder promises.
 pub fn train<B: TrainBackend>(
     cfg: &TrainingConfig,
@@ -130,16 +261,19 @@ pub fn train<B: TrainBackend>(
     crate::run::write_atomic(&run.config(), cfg.to_json().as_bytes())?;
     let mut log = open_log(run, step)?;
     let mut tracker = Tracker::new(cfg, faces, run, step)?;
-    let batcher = FaceBatcher::new(cfg.data.normalization);
     let preview = preview_noise::<B::InnerBackend>(cfg, device);
-    let total = batches * cfg.epochs;
-    let started = Instant::now();
-    let first_step = step;
-    let mut last_checkpoint = Instant::now();
-    let commit = |gan: &Gan<B>, step: usize| -> Result<()> {
-        run.commit(Manifest::new(step, batches, data.clone(), cfg.clone()), &gan.records()?)
-            .context("the previous checkpoint is intact; fix the problem (e.g. free disk space) and continue with --resume")
+    let ctx = Run::<B> {
+        cfg,
+        faces,
+        data,
+        run,
+        device,
+        batches,
     };
+    let total = batches * cfg.epochs;
+    let (started, first_step) = (Instant::now(), step);
+    let mut last_checkpoint = Instant::now();
+    let cannot_log = || format!("cannot write {}", run.losses().display());
 
     while step < total {
         let epoch = step / batches + 1;
@@ -147,77 +281,21 @@ pub fn train<B: TrainBackend>(
         let order = epoch_order(cfg, faces.len(), epoch);
         let bar = progress::bar(batches as u64, &format!("epoch {epoch}"));
         bar.set_position((step % batches) as u64);
-        let mut sums = [0f64; 4];
-        let mut done = 0usize;
-
+        let mut sums = EpochSums::default();
         for batch in order.chunks_exact(cfg.batch_size).skip(step % batches) {
-            let t = Instant::now();
-            let real = batcher.batch::<B>(faces, batch, device);
-            let mut noise_rng = rng(cfg.seed, step, Stream::Noise);
-            let noise_d = noise::<B>(cfg, &mut noise_rng, cfg.batch_size, device);
-            let noise_g = noise::<B>(cfg, &mut noise_rng, cfg.batch_size, device);
-            B::seed(device, stream_seed(cfg.seed, step, Stream::Dropout));
-            let (next, s) = gan.step(real, noise_d, noise_g);
-            if !s.all_finite() {
+            let (next, row) = ctx.step(gan, batch, epoch, step).inspect_err(|_| {
                 bar.finish_and_clear();
-                log.flush()?;
-                bail!(
-                    "losses became non-finite at epoch {epoch}, step {} (D real {}, D fake {}, G {}): the run diverged. \
-                     {} still holds the checkpoint from before it. Try a lower learning rate (--lr), e.g. half of {}",
-                    step + 1,
-                    s.d_loss_real,
-                    s.d_loss_fake,
-                    s.g_loss,
-                    run.0.display(),
-                    cfg.optimizer_d.lr
-                );
-            }
-            gan = next;
-            step += 1;
-            gan.update_ema(step);
-            done += 1;
-            let row = LossRow {
-                epoch,
-                step,
-                d_loss_real: s.d_loss_real,
-                d_loss_fake: s.d_loss_fake,
-                d_loss: s.d_loss_real + s.d_loss_fake,
-                g_loss: s.g_loss,
-                d_real_mean: s.d_real_mean,
-                d_fake_mean: s.d_fake_mean,
-                images_per_sec: cfg.batch_size as f32 / t.elapsed().as_secs_f32(),
-            };
-            write_row(&mut log, &row)
-                .with_context(|| format!("cannot write {}", run.losses().display()))?;
-            for (sum, v) in
-                sums.iter_mut()
-                    .zip([row.d_loss, row.g_loss, row.d_real_mean, row.d_fake_mean])
-            {
-                *sum += v as f64;
-            }
-            bar.inc(1);
-            bar.set_message(format!(
-                "D {:.3} G {:.3} {:.0} img/s",
-                row.d_loss, row.g_loss, row.images_per_sec
-            ));
-            if !progress::is_terminal()
-                && done.is_multiple_of((batches / 4).max(1))
-                && step % batches != 0
-            {
-                eprintln!(
-                    "  epoch {epoch} batch {}/{batches}  D {:.3}  G {:.3}",
-                    step % batches,
-                    row.d_loss,
-                    row.g_loss
-                );
-            }
-
+                let _ = log.flush();
+            })?;
+            (gan, step) = (next, step + 1);
+            write_row(&mut log, &row).with_context(cannot_log)?;
+            sums.add(&row);
+            report_batch(&bar, &row, sums.batches, batches);
             let interrupted = interrupt::requested();
             if interrupted || (last_checkpoint.elapsed() > CHECKPOINT_EVERY && step % batches != 0)
             {
-                log.flush()
-                    .with_context(|| format!("cannot write {}", run.losses().display()))?;
-                commit(&gan, step)?;
+                log.flush().with_context(cannot_log)?;
+                ctx.commit(&gan, step)?;
                 last_checkpoint = Instant::now();
                 if interrupted {
                     bar.finish_and_clear();
@@ -226,50 +304,19 @@ pub fn train<B: TrainBackend>(
             }
         }
         bar.finish_and_clear();
-        log.flush()
-            .with_context(|| format!("cannot write {}", run.losses().display()))?;
-
-        // Preview before the commit: a kill in between redoes the epoch and rewrites the
-        // same grid, never leaves a committed epoch without its grid.
-        let images = gan.g.valid().forward(preview.clone(), Mode::Eval);
-        data::write_grid(
-            &data::to_faces(images, cfg.generator.output),
-            8,
-            &run.preview(epoch),
-        )?;
-        // Scored before the commit, like the preview: a kill in between redoes the epoch.
-        let mut scored = String::new();
-        if let Some(t) = tracker.as_mut() {
-            let ema = gan.ema.as_ref().map(|e| &e.g);
-            if let Some(m) = t.after_epoch(epoch, step, &gan.g.valid(), ema, cfg, run, device)? {
-                scored = format!(
-                    "  SWD {:.2}{}{}",
-                    m.swd_mean,
-                    if m.best { " (best)" } else { "" },
-                    m.ema_swd_mean
-                        .map(|e| format!(", EMA {e:.2}"))
-                        .unwrap_or_default()
-                );
-            }
-        }
-        commit(&gan, step)?;
+        log.flush().with_context(cannot_log)?;
+        let scored = ctx.finish_epoch(&gan, &mut tracker, &preview, epoch, step)?;
+        ctx.commit(&gan, step)?;
         last_checkpoint = Instant::now();
-
-        let secs = epoch_start.elapsed().as_secs_f64();
         progress::release_free_memory();
-        let n = done.max(1) as f64;
         let per_step = started.elapsed().as_secs_f64() / (step - first_step) as f64;
-        eprintln!(
-            "epoch {epoch}/{}  D {:.3}  G {:.3}  D(x) {:.2}  D(G(z)) {:.2}  {:.0} img/s  {}  rss {} MB{scored}  (about {} left)",
-            cfg.epochs,
-            sums[0] / n,
-            sums[1] / n,
-            sums[2] / n,
-            sums[3] / n,
-            (done * cfg.batch_size) as f64 / secs,
-            human_secs(secs),
-            progress::rss_bytes() / (1 << 20),
-            human_secs(per_step * (total - step) as f64),
+        print_epoch(
+            cfg,
+            epoch,
+            &sums,
+            epoch_start.elapsed().as_secs_f64(),
+            &scored,
+            per_step * (total - step) as f64,
         );
     }
     eprintln!(
@@ -279,6 +326,29 @@ pub fn train<B: TrainBackend>(
         run.samples().display()
     );
     Ok(Outcome::Finished)
+}
+
+fn print_epoch(
+    cfg: &TrainingConfig,
+    epoch: usize,
+    sums: &EpochSums,
+    secs: f64,
+    scored: &str,
+    left: f64,
+) {
+    let n = sums.batches.max(1) as f64;
+    eprintln!(
+        "epoch {epoch}/{}  D {:.3}  G {:.3}  D(x) {:.2}  D(G(z)) {:.2}  {:.0} img/s  {}  rss {} MB{scored}  (about {} left)",
+        cfg.epochs,
+        sums.d_loss / n,
+        sums.g_loss / n,
+        sums.d_real / n,
+        sums.d_fake / n,
+        (sums.batches * cfg.batch_size) as f64 / secs,
+        human_secs(secs),
+        progress::rss_bytes() / (1 << 20),
+        human_secs(left),
+    );
 }
 
 fn write_row(log: &mut impl Write, row: &LossRow) -> std::io::Result<()> {

@@ -5,7 +5,7 @@
 //! measurement in the schema the reference scripts in `tests/reference/` print, so the
 //! comparison table can be built from both.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::nn::TrainBackend;
@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::config::TrainingConfig;
 use crate::data::cache;
-use crate::data::{self, FaceBatcher, Faces, FACE_BYTES};
+use crate::data::{self, Faces, ImageList, Split, FACE_BYTES};
 use crate::nn::{noise, Mode};
 use crate::progress;
 use crate::rng::{rng, Stream};
@@ -114,109 +114,123 @@ fn faces_for_steps(loaded: Option<&Faces>, batch: usize) -> Faces {
     }
 }
 
+/// Runs `f` `warmup` times untimed, then `runs` times timed; returns the timings and the
+/// last result.
+fn repeat<T>(s: &BenchSettings, mut f: impl FnMut(usize) -> Result<T>) -> Result<(Vec<f64>, T)> {
+    let mut runs = Vec::new();
+    let mut last = None;
+    for i in 0..s.warmup + s.runs {
+        let (secs, out) = time(|| f(i));
+        if i >= s.warmup {
+            runs.push(secs);
+        }
+        last = Some(out?);
+    }
+    Ok((runs, last.expect("at least one timed run")))
+}
+
 /// Runs the chosen parts on backend `B`; returns the measurements in order.
 pub fn run<B: TrainBackend>(s: &BenchSettings, device: &B::Device) -> Result<Vec<Measurement>> {
-    let cfg = &s.config;
-    let mut out = Vec::new();
-    let mut loaded: Option<Faces> = None;
     let needs_files = s
         .parts
         .iter()
         .any(|p| matches!(p, Part::Load | Part::Cache));
     let files = match (&s.data, needs_files) {
-        (Some(dir), _) => {
-            let mut files = data::find_images(dir)?;
-            if let Some(n) = s.limit {
-                files.truncate(n);
-            }
-            files
-        }
+        (Some(dir), _) => ImageList::select(dir, None, Split::All, None, s.limit)?.0,
         (None, true) => bail!("--only load/cache needs --data DIR, a folder of face photos"),
-        (None, false) => Vec::new(),
+        (None, false) => ImageList::files(Path::new("."), Vec::new()),
     };
-
-    if s.parts.contains(&Part::Load) {
-        let mut runs = Vec::new();
-        for i in 0..s.warmup + s.runs {
-            let (secs, faces) = time(|| data::load_faces(&files, cfg.data.crop, cfg.data.filter));
-            let faces = faces?;
-            if i >= s.warmup {
-                runs.push(secs);
-            }
-            loaded = Some(faces);
-        }
-        let m = measurement("load", "cpu", None, Some(files.len()), runs, files.len());
-        report(&m, &format!("load    {} files", files.len()));
-        out.push(m);
-    }
-    if s.parts.contains(&Part::Cache) {
-        let dir = tempfile_dir()?;
-        let key = cache::CacheKey::new(&files, cfg.data.crop, cfg.data.filter)?;
-        let faces = match loaded.take() {
-            Some(f) => f,
-            None => data::load_faces(&files, cfg.data.crop, cfg.data.filter)?,
+    let mut out = Vec::new();
+    let mut loaded: Option<Faces> = None;
+    // Always in this order: the step and sampling use the faces loading just decoded.
+    let parts = [Part::Load, Part::Cache, Part::Step, Part::Sample];
+    for part in parts.iter().filter(|p| s.parts.contains(p)) {
+        let m = match part {
+            Part::Load => bench_load(s, &files, &mut loaded)?,
+            Part::Cache => bench_cache(s, &files, &mut loaded)?,
+            Part::Step => bench_step::<B>(s, loaded.as_ref(), device)?,
+            Part::Sample => bench_sample::<B>(s, device)?,
         };
-        cache::store(&dir, &key, &faces)?;
-        let mut runs = Vec::new();
-        for i in 0..s.warmup + s.runs {
-            let (secs, hit) = time(|| cache::load(&dir, &key));
-            let hit =
-                hit?.ok_or_else(|| anyhow::anyhow!("the cache just written was not found"))?;
-            if i >= s.warmup {
-                runs.push(secs);
-            }
-            loaded = Some(hit);
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        let m = measurement("cache", "cpu", None, Some(files.len()), runs, files.len());
-        report(&m, &format!("cache   {} files", files.len()));
-        out.push(m);
-    }
-    if s.parts.contains(&Part::Step) {
-        let batch = cfg.batch_size;
-        let faces = faces_for_steps(loaded.as_ref(), batch);
-        let batcher = FaceBatcher::new(cfg.data.normalization);
-        let indices: Vec<usize> = (0..batch).collect();
-        let mut gan = Gan::<B>::new(cfg, device);
-        let mut runs = Vec::new();
-        for i in 0..s.warmup + s.runs {
-            let mut r = rng(cfg.seed, i, Stream::Noise);
-            let (secs, next) = time(|| {
-                let real = batcher.batch::<B>(&faces, &indices, device);
-                let zd = noise::<B>(cfg, &mut r, batch, device);
-                let zg = noise::<B>(cfg, &mut r, batch, device);
-                // `step` reads the losses back, so the clock stops after the device finished.
-                gan.step(real, zd, zg).0
-            });
-            gan = next;
-            if i >= s.warmup {
-                runs.push(secs);
-            }
-        }
-        let m = measurement("step", &s.backend_name, Some(batch), None, runs, batch);
-        report(&m, &format!("step    batch {batch}"));
-        out.push(m);
-    }
-    if s.parts.contains(&Part::Sample) {
-        let batch = cfg.batch_size;
-        let g = Gan::<B>::new(cfg, device).g.valid();
-        let mut runs = Vec::new();
-        for i in 0..s.warmup + s.runs {
-            let mut r = rng(cfg.seed, i, Stream::Noise);
-            let (secs, faces) = time(|| {
-                let z = noise::<B::InnerBackend>(cfg, &mut r, batch, device);
-                crate::data::to_faces(g.forward(z, Mode::Eval), g.output())
-            });
-            assert_eq!(faces.len(), batch);
-            if i >= s.warmup {
-                runs.push(secs);
-            }
-        }
-        let m = measurement("sample", &s.backend_name, Some(batch), None, runs, batch);
-        report(&m, &format!("sample  batch {batch}"));
         out.push(m);
     }
     Ok(out)
+}
+
+fn bench_load(
+    s: &BenchSettings,
+    files: &ImageList,
+    loaded: &mut Option<Faces>,
+) -> Result<Measurement> {
+    let crop = (s.config.data.crop, s.config.data.filter);
+    let (runs, faces) = repeat(s, |_| data::load_faces(files, crop.0, crop.1))?;
+    *loaded = Some(faces);
+    let m = measurement("load", "cpu", None, Some(files.len()), runs, files.len());
+    report(&m, &format!("load    {} files", files.len()));
+    Ok(m)
+}
+
+fn bench_cache(
+    s: &BenchSettings,
+    files: &ImageList,
+    loaded: &mut Option<Faces>,
+) -> Result<Measurement> {
+    let cfg = &s.config;
+    let dir = tempfile_dir()?;
+    let key = cache::CacheKey::new(files, cfg.data.crop, cfg.data.filter)?;
+    let faces = match loaded.take() {
+        Some(f) => f,
+        None => data::load_faces(files, cfg.data.crop, cfg.data.filter)?,
+    };
+    cache::store(&dir, &key, &faces)?;
+    let (runs, hit) = repeat(s, |_| {
+        cache::load(&dir, &key)?
+            .ok_or_else(|| anyhow::anyhow!("the cache just written was not found"))
+    })?;
+    *loaded = Some(hit);
+    let _ = std::fs::remove_dir_all(&dir);
+    let m = measurement("cache", "cpu", None, Some(files.len()), runs, files.len());
+    report(&m, &format!("cache   {} files", files.len()));
+    Ok(m)
+}
+
+fn bench_step<B: TrainBackend>(
+    s: &BenchSettings,
+    loaded: Option<&Faces>,
+    device: &B::Device,
+) -> Result<Measurement> {
+    let cfg = &s.config;
+    let batch = cfg.batch_size;
+    let faces = faces_for_steps(loaded, batch);
+    let indices: Vec<usize> = (0..batch).collect();
+    let mut gan = Some(Gan::<B>::new(cfg, device));
+    let (runs, ()) = repeat(s, |i| {
+        let mut r = rng(cfg.seed, i, Stream::Noise);
+        // `step_on` reads the losses back, so the clock stops after the device finished.
+        let next = gan
+            .take()
+            .expect("a GAN")
+            .step_on(cfg, &faces, &indices, &mut r, device);
+        gan = Some(next.0);
+        Ok(())
+    })?;
+    let m = measurement("step", &s.backend_name, Some(batch), None, runs, batch);
+    report(&m, &format!("step    batch {batch}"));
+    Ok(m)
+}
+
+fn bench_sample<B: TrainBackend>(s: &BenchSettings, device: &B::Device) -> Result<Measurement> {
+    let cfg = &s.config;
+    let batch = cfg.batch_size;
+    let g = Gan::<B>::new(cfg, device).g.valid();
+    let (runs, faces) = repeat(s, |i| {
+        let mut r = rng(cfg.seed, i, Stream::Noise);
+        let z = noise::<B::InnerBackend>(cfg, &mut r, batch, device);
+        Ok(data::to_faces(g.forward(z, Mode::Eval), g.output()))
+    })?;
+    assert_eq!(faces.len(), batch);
+    let m = measurement("sample", &s.backend_name, Some(batch), None, runs, batch);
+    report(&m, &format!("sample  batch {batch}"));
+    Ok(m)
 }
 
 fn report(m: &Measurement, what: &str) {

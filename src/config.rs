@@ -18,6 +18,29 @@ pub const PRESETS: [(&str, &str); 2] = [
     ("notebook", include_str!("../configs/notebook.json")),
 ];
 
+/// A built-in preset, as `--preset` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Preset {
+    /// The DCGAN paper's recipe: N(0, 0.02) weights, tanh output on [-1, 1] faces, shuffling.
+    #[default]
+    Dcgan,
+    /// The reference Keras notebook exactly as it ran.
+    Notebook,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Dcgan => "dcgan",
+            Preset::Notebook => "notebook",
+        }
+    }
+
+    pub fn config(self) -> TrainingConfig {
+        TrainingConfig::preset(self.name()).expect("the built-in presets are valid")
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingConfig {
@@ -268,6 +291,54 @@ pub enum FrozenBn {
     Batch,
     /// Use D's running statistics (tf.keras 2 semantics of `trainable = False`).
     Running,
+}
+
+/// Which of CelebA's official partitions to use.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Partition 0: 162,770 images, the faces published GANs train on.
+    #[default]
+    Train,
+    /// Partition 1: 19,867 images, held out for choosing settings.
+    Valid,
+    /// Partition 2: 19,962 images, held out for the final comparison.
+    Test,
+    /// Every image, listed or not: when no partition file is at hand or the split does not
+    /// matter.
+    All,
+}
+
+impl Split {
+    /// The name used on the command line and in configs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+            Split::All => "all",
+        }
+    }
+
+    /// The partition number the file uses, None for All (which is not a partition).
+    pub fn number(self) -> Option<u8> {
+        match self {
+            Split::Train => Some(0),
+            Split::Valid => Some(1),
+            Split::Test => Some(2),
+            Split::All => None,
+        }
+    }
 }
 
 #[cfg(test)]

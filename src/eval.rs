@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::data;
+use crate::config::TrainingConfig;
+use crate::data::{self, ImageList, Split};
 use crate::metrics::{self as swd, SwdConfig};
 use crate::nn::LayerBackend;
 use crate::run::Manifest;
@@ -15,8 +16,11 @@ use crate::sample;
 pub struct EvalArgs {
     pub ckpt: PathBuf,
     pub config: Option<PathBuf>,
-    /// Real faces the generator never trained on (a validation or holdout folder).
+    /// Real faces the generator never trained on (a validation or holdout folder or zip).
     pub real: PathBuf,
+    /// The split of `real` to score against, where CelebA's partition file is found.
+    pub split: Option<Split>,
+    pub partition: Option<PathBuf>,
     /// Training faces for the copy check; default: the run's data folder.
     pub train: Option<PathBuf>,
     pub n: usize,
@@ -44,13 +48,16 @@ pub struct CopySummary {
     pub fraction_closer: f64,
 }
 
-/// Loads up to `n` faces of a folder, cropped and resized as training does.
-fn faces(dir: &Path, n: Option<usize>, cfg: &crate::config::TrainingConfig) -> Result<Vec<u8>> {
-    let mut files = data::find_images(dir)?;
-    if let Some(n) = n {
-        files.truncate(n);
-    }
-    Ok(data::load_faces(&files, cfg.data.crop, cfg.data.filter)?
+/// Loads up to `n` faces of a folder or zip, cropped and resized as training does.
+fn faces(
+    path: &Path,
+    split: (Option<Split>, Split),
+    partition: Option<&Path>,
+    n: Option<usize>,
+    cfg: &TrainingConfig,
+) -> Result<Vec<u8>> {
+    let (images, _) = ImageList::select(path, split.0, split.1, partition, n)?;
+    Ok(data::load_faces(&images, cfg.data.crop, cfg.data.filter)?
         .pixels()
         .to_vec())
 }
@@ -58,7 +65,14 @@ fn faces(dir: &Path, n: Option<usize>, cfg: &crate::config::TrainingConfig) -> R
 pub fn run<B: LayerBackend>(args: &EvalArgs, device: &B::Device) -> Result<EvalReport> {
     let cfg = sample::config_for(&args.ckpt, args.config.as_deref())?;
     let g = sample::load_generator::<B>(&cfg, &args.ckpt, device)?;
-    let real = faces(&args.real, Some(args.n), &cfg)?;
+    let split = (args.split, Split::Valid);
+    let real = faces(
+        &args.real,
+        split,
+        args.partition.as_deref(),
+        Some(args.n),
+        &cfg,
+    )?;
     let n = real.len() / data::FACE_BYTES;
     if n < 64 {
         bail!(
@@ -69,17 +83,20 @@ pub fn run<B: LayerBackend>(args: &EvalArgs, device: &B::Device) -> Result<EvalR
     let generated = sample::generate(&cfg, &g, n, args.seed, device).concat();
     let report = swd::swd(&generated, &real, &SwdConfig::default(), args.seed);
 
-    let train_dir = args.train.clone().or_else(|| {
-        let manifest = args.ckpt.with_file_name(crate::run::MANIFEST);
-        let text = std::fs::read_to_string(manifest).ok()?;
-        serde_json::from_str::<Manifest>(&text)
-            .ok()
-            .map(|m| m.data.dir)
-            .filter(|d| d.is_dir())
-    });
-    let copy = match train_dir {
-        Some(dir) => {
-            let train = faces(&dir, cfg.data.limit, &cfg)?;
+    // The run's own training images, as it selected them, unless --train names others.
+    let trained = std::fs::read_to_string(args.ckpt.with_file_name(crate::run::MANIFEST))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Manifest>(&text).ok())
+        .map(|m| m.data);
+    let train = match (&args.train, &trained) {
+        (Some(dir), _) => Some((dir.clone(), None, None)),
+        (None, Some(d)) if d.dir.exists() => Some((d.dir.clone(), d.split, d.partition.clone())),
+        (None, _) => None,
+    };
+    let copy = match train {
+        Some((dir, split, partition)) => {
+            let split = (split, Split::Train);
+            let train = faces(&dir, split, partition.as_deref(), cfg.data.limit, &cfg)?;
             let c = swd::copy_check(&generated, &train, &real);
             Some(CopySummary {
                 train_faces: train.len() / data::FACE_BYTES,

@@ -1,9 +1,15 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 
-fn main() {
+/// Exit codes: 0 done, 1 error (the message says what to do), 130 interrupted after a checkpoint.
+fn main() -> ExitCode {
     let cli = dcgan::cli::Cli::parse();
-    if let Err(e) = dcgan::cli::run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match dcgan::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

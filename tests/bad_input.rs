@@ -207,7 +207,20 @@ fn bad_arguments_are_refused_before_any_work() {
         "--lr",
         "0.1",
     ]);
-    assert!(err.contains("cannot be used with"), "{err}");
+    assert!(
+        err.contains("no checkpoint") || err.contains("checkpoint.json"),
+        "{err}"
+    );
+
+    // A file that is not a zip archive, named .zip.
+    let fake = tmp.path().join("img_align_celeba.zip");
+    std::fs::write(&fake, b"<html>not found</html>").unwrap();
+    let err = dcgan_err(&["train", "--data", p(&fake), "--out", p(&run)]);
+    assert!(
+        err.contains("img_align_celeba.zip") && err.contains("re-download"),
+        "{err}"
+    );
+    assert!(!run.join("config.json").exists(), "nothing started");
 
     let err = dcgan_err(&["sample", "--n", "0"]);
     assert!(err.contains("invalid value '0'"), "{err}");

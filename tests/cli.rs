@@ -412,3 +412,99 @@ fn broken_files_are_skipped_by_name_and_nested_folders_found() {
         "{log}"
     );
 }
+
+/// CelebA as Kaggle ships it: a zip with the images two folders deep and the partition file
+/// at the top. `train` reads it in place and takes the official training split by default;
+/// `eval --real` takes the validation split of the same archive.
+#[test]
+fn train_and_eval_read_a_celeba_zip_with_its_partition() {
+    use dcgan::data::zip::testzip::{write_zip, ZipOpts};
+    let tmp = tempdir().unwrap();
+    let files = files_in(&faces_dir());
+    // 32 training faces, 64 validation faces, 4 test faces.
+    let part = |i: usize| match i {
+        0..32 => 0,
+        32..96 => 1,
+        _ => 2,
+    };
+    let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut csv = String::from("image_id,partition\n");
+    for (i, f) in files[..100].iter().enumerate() {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        csv.push_str(&format!("{name},{}\n", part(i)));
+        members.push((
+            format!("img_align_celeba/img_align_celeba/{name}"),
+            std::fs::read(f).unwrap(),
+        ));
+    }
+    members.push(("list_eval_partition.csv".into(), csv.into_bytes()));
+    let refs: Vec<(&str, &[u8])> = members
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let zip = tmp.path().join("archive.zip");
+    let opts = ZipOpts {
+        deflate: true,
+        ..ZipOpts::default()
+    };
+    write_zip(&zip, &refs, opts);
+
+    let run = tmp.path().join("run");
+    let log = dcgan_ok(&[
+        "train",
+        "--data",
+        p(&zip),
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+        "--out",
+        p(&run),
+    ]);
+    assert!(
+        log.contains("using the train split: 32 of 100 images"),
+        "{log}"
+    );
+    assert!(log.contains("decoded 32 faces from 32 files"), "{log}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["data"]["split"], "train");
+
+    let out = dcgan_stdout(&[
+        "eval",
+        "--ckpt",
+        p(&run.join("g.mpk")),
+        "--real",
+        p(&zip),
+        "--n",
+        "64",
+        "--json",
+        "--backend",
+        "cpu",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["faces"], 64, "the 64 validation faces");
+    assert_eq!(
+        report["copy"]["train_faces"], 32,
+        "the run's own training split"
+    );
+
+    // A test split of 4 faces is too few for SWD, and the error says so.
+    let err = dcgan_err(&[
+        "eval",
+        "--ckpt",
+        p(&run.join("g.mpk")),
+        "--real",
+        p(&zip),
+        "--split",
+        "test",
+        "--n",
+        "64",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(err.contains("only 4 usable faces"), "{err}");
+}

@@ -573,3 +573,73 @@ fn resident_memory_does_not_grow_over_epochs() {
         "resident memory grew from {e2} MB after epoch 2 to {e10} MB after epoch 10: {rss:?}"
     );
 }
+
+/// The natural thing after a crash: the same command line with `--resume` appended. Flags that
+/// say what the run started with are accepted; a changed one is refused by name with both
+/// values, and leaves the run as it was.
+#[test]
+fn resume_takes_the_original_command_line_and_refuses_changed_flags() {
+    let tmp = tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let faces = faces_dir();
+    let original = train_args(p(&faces), p(&out));
+    let with = |changes: &[(&str, &str)], extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = original.iter().map(|s| s.to_string()).collect();
+        for (flag, value) in changes {
+            match args.iter().position(|a| a == flag) {
+                Some(i) => args[i + 1] = value.to_string(),
+                None => args.extend([flag.to_string(), value.to_string()]),
+            }
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |args: &[String]| dcgan(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let one_epoch = with(&[("--epochs", "1")], &[]);
+    let o = run(&one_epoch);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let refused = [
+        ("--batch-size", "16", "this run's 8"),
+        ("--lr", "0.01", "this run's 0.001"),
+        ("--seed", "12", "this run's 11"),
+        ("--ema", "0.5", "this run's 0.9"),
+        ("--limit", "40", "this run's 48"),
+        (
+            "--preset",
+            "dcgan",
+            "--preset dcgan does not match this run's config",
+        ),
+    ];
+    for (flag, value, says) in refused {
+        let o = run(&with(&[(flag, value)], &["--resume"]));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{flag} {value} was accepted");
+        assert!(
+            err.contains(&format!("{flag} {value}")) && err.contains(says),
+            "{flag}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let err = String::from_utf8_lossy(&run(&with(&[], &["--resume", "--swd-every", "1"])).stderr)
+        .into_owned();
+    assert!(err.contains("--swd-every 1 does not match"), "{err}");
+    assert_eq!(read_losses(&out.join("losses.jsonl")).unwrap().len(), 6);
+
+    // The full original command line (3 epochs) with --resume, from a moved copy of the
+    // images and with --force, which a resume ignores: it continues the run to the end.
+    let moved = tmp.path().join("moved");
+    copy_faces(&moved, 300);
+    let mut again = with(&[("--data", p(&moved))], &["--resume", "--force"]);
+    let o = run(&again);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming"), "{stderr}");
+    let rows = read_losses(&out.join("losses.jsonl")).unwrap();
+    assert_eq!(rows.len(), 18);
+    assert!(rows.iter().enumerate().all(|(i, r)| r.step == i + 1));
+    // Resumed the same way, the finished run stays finished.
+    again.retain(|a| a != "--force");
+    assert!(run(&again).status.success());
+    assert_eq!(read_losses(&out.join("losses.jsonl")).unwrap().len(), 18);
+}

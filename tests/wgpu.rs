@@ -1,15 +1,20 @@
 //! WGPU against the CPU backend, on Mesa's software Vulkan driver (lavapipe) where there is
 //! no GPU: the same training steps give the same losses, a CPU-trained checkpoint samples the
 //! same faces, and a machine without any Vulkan driver gets a clear error or a CPU fallback.
+//!
+//! On a machine with no Vulkan driver at all the first two cannot run: they say so on the
+//! terminal and return, unless `DCGAN_REQUIRE_WGPU=1` (set by CI, which installs lavapipe),
+//! where a missing adapter fails them.
 
 mod common;
 
+use std::io::Write;
 use std::process::Command;
 
 use common::*;
 use dcgan::backend::{self, BackendChoice, Resolved};
 use dcgan::config::TrainingConfig;
-use dcgan::data::{find_images, load_faces};
+use dcgan::data::{load_faces, ImageList};
 use dcgan::train::first_steps;
 
 const BATCH: usize = 4;
@@ -45,23 +50,45 @@ fn seed_autotune_cache() {
     });
 }
 
+/// The WGPU adapter to test on, or `None` where this machine has none and the test may skip.
+fn adapter_or_skip(test: &str) -> Option<Resolved> {
+    const INSTALL: &str = "sudo apt-get install mesa-vulkan-drivers";
+    match backend::resolve(BackendChoice::Wgpu) {
+        Ok(resolved) => Some(resolved),
+        Err(e) if std::env::var("DCGAN_REQUIRE_WGPU").as_deref() == Ok("1") => {
+            panic!("{e:#}\nDCGAN_REQUIRE_WGPU=1 but there is no Vulkan driver: {INSTALL}")
+        }
+        Err(_) => {
+            // Straight to the terminal: the test harness hides what a passing test prints.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nSKIPPED {test}: no Vulkan driver on this machine, so the WGPU backend was NOT tested.\n  \
+                 Install Mesa's software driver to run it (Debian/Ubuntu): {INSTALL}\n"
+            );
+            None
+        }
+    }
+}
+
 #[test]
 fn wgpu_training_steps_match_cpu() {
     seed_autotune_cache();
+    // Before the first Vulkan call: Mesa reads these when the driver loads.
     for (k, v) in LAVAPIPE_ENV {
         std::env::set_var(k, v);
     }
-    let resolved = backend::resolve(BackendChoice::Wgpu).unwrap_or_else(|e| {
-        panic!("{e:#}\nthis test needs a Vulkan driver: on Debian/Ubuntu `apt-get install mesa-vulkan-drivers`")
-    });
+    let Some(resolved) = adapter_or_skip("wgpu_training_steps_match_cpu") else {
+        return;
+    };
     eprintln!("wgpu adapter: {}", resolved.name());
 
     let mut cfg = TrainingConfig::preset("dcgan").unwrap();
     // Dropout masks come from each device's own RNG; without dropout a step is deterministic.
     cfg.discriminator.dropout = 0.0;
     cfg.batch_size = BATCH;
-    let files = find_images(&faces_dir()).unwrap();
-    let faces = load_faces(&files[..2 * BATCH], cfg.data.crop, cfg.data.filter).unwrap();
+    let mut images = ImageList::open(&faces_dir()).unwrap();
+    images.truncate(2 * BATCH);
+    let faces = load_faces(&images, cfg.data.crop, cfg.data.filter).unwrap();
 
     let cpu = first_steps(&cfg, &faces, 2, &Resolved::Cpu);
     let gpu = first_steps(&cfg, &faces, 2, &resolved);
@@ -85,6 +112,9 @@ fn wgpu_training_steps_match_cpu() {
 
 #[test]
 fn wgpu_samples_the_faces_cpu_samples() {
+    if adapter_or_skip("wgpu_samples_the_faces_cpu_samples").is_none() {
+        return;
+    }
     seed_autotune_cache();
     let tmp = tempdir().unwrap();
     let run = tmp.path().join("run");

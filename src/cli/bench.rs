@@ -5,7 +5,7 @@ use clap::Args;
 
 use crate::backend::{self, Autodiff, BackendChoice};
 use crate::bench;
-use crate::config::TrainingConfig;
+use crate::config::Preset;
 use crate::with_backend;
 
 /// Measure loading, training-step and sampling speed (medians of several runs).
@@ -14,8 +14,8 @@ use crate::with_backend;
     after_help = "Examples:\n  dcgan bench --data img_align_celeba --limit 5000\n  dcgan bench --only step --backend cpu --batch-size 128 --json\n  dcgan bench --only step,sample --backend wgpu --runs 10"
 )]
 pub struct BenchArgs {
-    /// Folder of photos for the loading benchmarks (and real faces for the step).
-    #[arg(long, value_name = "DIR")]
+    /// Folder or zip of photos for the loading benchmarks (and real faces for the step).
+    #[arg(long, value_name = "DIR|ZIP")]
     pub data: Option<PathBuf>,
     /// Use only the first N images of the folder.
     #[arg(long, value_name = "N")]
@@ -24,8 +24,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<bench::Part>,
     /// Built-in preset whose networks and optimiser to use.
-    #[arg(long, value_name = "NAME", default_value = "dcgan")]
-    pub preset: String,
+    #[arg(long, value_enum, default_value_t)]
+    pub preset: Preset,
     /// Images per training step and per sampling pass.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub batch_size: u64,
@@ -43,7 +43,7 @@ pub struct BenchArgs {
 }
 
 pub(super) fn bench_command(args: BenchArgs) -> Result<()> {
-    let mut config = TrainingConfig::preset(&args.preset)?;
+    let mut config = args.preset.config();
     config.batch_size = args.batch_size as usize;
     config.validate().context("invalid benchmark settings")?;
     let parts = if args.only.is_empty() {

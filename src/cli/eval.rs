@@ -4,13 +4,14 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::backend::{self, BackendChoice};
+use crate::data::Split;
 use crate::eval;
 use crate::with_backend;
 
 /// Score a generator: sliced Wasserstein distance to real faces, and a copy check.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  dcgan eval --ckpt run/g.mpk --real celeba-valid/\n  dcgan eval --ckpt run/g.mpk --real celeba-valid/ --train img_align_celeba --n 2000 --json"
+    after_help = "Examples:\n  dcgan eval --ckpt run/g.mpk --real celeba-valid/\n  dcgan eval --ckpt run/g.mpk --real img_align_celeba.zip --split test\n  dcgan eval --ckpt run/g.mpk --real celeba-valid/ --train img_align_celeba --n 2000 --json"
 )]
 pub struct EvalCli {
     /// Generator checkpoint written by `dcgan train`.
@@ -19,11 +20,20 @@ pub struct EvalCli {
     /// Config describing the network (default: config.json beside the checkpoint).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Real faces the generator did not train on (validation or holdout photos).
-    #[arg(long, value_name = "DIR")]
+    /// Real faces the generator did not train on: a folder or zip of validation or holdout
+    /// photos, or all of CelebA with its partition file beside it (see --split).
+    #[arg(long, value_name = "DIR|ZIP")]
     pub real: PathBuf,
-    /// Training photos for the copy check (default: the run's data folder, if it exists).
-    #[arg(long, value_name = "DIR")]
+    /// Which part of CelebA's official partition --real means (default: valid where the
+    /// partition file is found, else every image).
+    #[arg(long, value_enum)]
+    pub split: Option<Split>,
+    /// CelebA's list_eval_partition.txt (or Kaggle's .csv), if it is not beside --real.
+    #[arg(long, value_name = "FILE")]
+    pub partition: Option<PathBuf>,
+    /// Training photos for the copy check (default: the images the run trained on, if they
+    /// are still there).
+    #[arg(long, value_name = "DIR|ZIP")]
     pub train: Option<PathBuf>,
     /// Faces to generate and to read from --real.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(64..=100_000))]
@@ -44,6 +54,8 @@ pub(super) fn eval_command(args: EvalCli) -> Result<()> {
         ckpt: args.ckpt,
         config: args.config,
         real: args.real,
+        split: args.split,
+        partition: args.partition,
         train: args.train,
         n: args.n as usize,
         seed: args.seed,

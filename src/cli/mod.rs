@@ -12,6 +12,8 @@ pub use plot::PlotArgs;
 pub use sample::SampleCli;
 pub use train::TrainArgs;
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -38,13 +40,19 @@ pub enum Command {
     Eval(EvalCli),
 }
 
-pub fn run(cli: Cli) -> Result<()> {
+/// The exit code of a run stopped by Ctrl-C or SIGTERM after saving its checkpoint, as a
+/// shell reports a process killed by SIGINT.
+pub const INTERRUPTED: u8 = 130;
+
+/// Runs one subcommand; the exit code says whether it finished or was interrupted.
+pub fn run(cli: Cli) -> Result<ExitCode> {
     progress::tune_allocator();
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
         Command::Train(args) => train::train_command(args),
-        Command::Sample(args) => sample::sample_command(args),
-        Command::Plot(args) => plot::plot_command(args),
-        Command::Bench(args) => bench::bench_command(args),
-        Command::Eval(args) => eval::eval_command(args),
+        Command::Sample(args) => done(sample::sample_command(args)),
+        Command::Plot(args) => done(plot::plot_command(args)),
+        Command::Bench(args) => done(bench::bench_command(args)),
+        Command::Eval(args) => done(eval::eval_command(args)),
     }
 }

@@ -1,33 +1,44 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use serde_json::Value;
 
-use crate::backend::{self, Autodiff, BackendChoice};
-use crate::config::TrainingConfig;
-use crate::data::{self, cache};
-use crate::run::{DataFingerprint, RunDir};
+use crate::backend::{self, Autodiff, BackendChoice, Resolved};
+use crate::config::{EmaSettings, Preset, Track, TrainingConfig};
+use crate::data::{self, cache, Faces, ImageList, Split};
+use crate::run::{DataFingerprint, Manifest, RunDir};
 use crate::train::{self, interrupt, Outcome, Start};
 use crate::with_backend;
 
-/// Train G and D on a folder of face photos; checkpoints, losses and previews go to --out.
+/// Train G and D on face photos; checkpoints, losses and previews go to --out.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4\n  dcgan train --data faces/ --swd-every 1 --ema 0.999\n  dcgan train --resume --out run --epochs 400\n\nCtrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and says how to resume."
+    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4\n  dcgan train --data faces/ --swd-every 1 --ema 0.999\n  dcgan train --data img_align_celeba.zip --split train\n  dcgan train --data faces/ --epochs 30 --resume\n\nCtrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and says how to resume."
 )]
 pub struct TrainArgs {
-    /// Folder of JPEG/PNG faces, searched recursively (e.g. img_align_celeba).
-    #[arg(long, value_name = "DIR", required_unless_present = "resume")]
+    /// Folder of JPEG/PNG faces, searched recursively (e.g. img_align_celeba), or CelebA's
+    /// .zip read in place.
+    #[arg(long, value_name = "DIR|ZIP", required_unless_present = "resume")]
     pub data: Option<PathBuf>,
-    /// Continue the run in --out from its last checkpoint (only --epochs may change).
-    #[arg(long, conflicts_with_all = ["config", "preset", "batch_size", "limit", "lr", "seed", "force", "swd_every", "ema"])]
+    /// Which part of CelebA's official partition to train on (default: train where the
+    /// partition file is found beside the images, else every image).
+    #[arg(long, value_enum)]
+    pub split: Option<Split>,
+    /// CelebA's list_eval_partition.txt (or Kaggle's .csv), if it is not beside the images.
+    #[arg(long, value_name = "FILE")]
+    pub partition: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint. Other flags may be repeated as
+    /// they were; only --epochs may change (and --data may name a moved copy).
+    #[arg(long)]
     pub resume: bool,
     /// Start from a JSON config file instead of a preset.
     #[arg(long, value_name = "FILE", conflicts_with = "preset")]
     pub config: Option<PathBuf>,
-    /// Built-in preset: `dcgan` (the paper's recipe, the default) or `notebook` (the reference as it ran).
-    #[arg(long, value_name = "NAME")]
-    pub preset: Option<String>,
+    /// Built-in preset (default: dcgan).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
     /// Number of passes over the data.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -46,7 +57,7 @@ pub struct TrainArgs {
     /// Run folder for checkpoints, losses.jsonl and samples/.
     #[arg(long, default_value = "run", value_name = "DIR")]
     pub out: PathBuf,
-    /// Overwrite a run folder that already holds a run.
+    /// Overwrite a run folder that already holds a run (ignored with --resume).
     #[arg(long)]
     pub force: bool,
     /// Every N epochs, score G with SWD against 512 fixed training faces (metrics.jsonl) and
@@ -72,10 +83,24 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// The preset or file, with flags applied on top, validated.
     pub fn resolve_config(&self) -> Result<TrainingConfig> {
-        let mut cfg = match &self.config {
-            Some(path) => TrainingConfig::load(path)?,
-            None => TrainingConfig::preset(self.preset.as_deref().unwrap_or("dcgan"))?,
-        };
+        let mut cfg = self
+            .base_config()?
+            .unwrap_or_else(|| Preset::default().config());
+        self.apply_flags(&mut cfg);
+        cfg.validate().context("invalid training settings")?;
+        Ok(cfg)
+    }
+
+    /// The config named by --config or --preset, if either is given.
+    fn base_config(&self) -> Result<Option<TrainingConfig>> {
+        Ok(match (&self.config, self.preset) {
+            (Some(path), _) => Some(TrainingConfig::load(path)?),
+            (None, Some(preset)) => Some(preset.config()),
+            (None, None) => None,
+        })
+    }
+
+    fn apply_flags(&self, cfg: &mut TrainingConfig) {
         if let Some(v) = self.epochs {
             cfg.epochs = v;
         }
@@ -93,26 +118,56 @@ impl TrainArgs {
             cfg.seed = v;
         }
         if let Some(every) = self.swd_every {
-            cfg.track = Some(crate::config::Track {
+            cfg.track = Some(Track {
                 every_epochs: every,
                 faces: 512,
             });
         }
         if let Some(decay) = self.ema {
-            cfg.ema = Some(crate::config::EmaSettings { decay });
+            cfg.ema = Some(EmaSettings { decay });
         }
-        cfg.validate().context("invalid training settings")?;
-        Ok(cfg)
     }
-}
 
-pub(super) fn train_command(args: TrainArgs) -> Result<()> {
-    let run = RunDir(args.out.clone());
-    // Everything that can be checked is checked before a byte is decoded.
-    let (cfg, data_dir, start) = if args.resume {
-        let (manifest, records) = run.load_checkpoint()?;
-        let mut cfg = manifest.config.clone();
-        if let Some(epochs) = args.epochs {
+    /// The checkpoint's config with --epochs applied, after checking that every other flag
+    /// given says what the run started with: the same command line with --resume appended
+    /// continues the run, and a changed setting is refused rather than silently ignored.
+    fn resume_config(&self, manifest: &Manifest) -> Result<TrainingConfig> {
+        let saved = &manifest.config;
+        let lrs = (saved.optimizer_g.lr == saved.optimizer_d.lr).then_some(saved.optimizer_g.lr);
+        same("--batch-size", self.batch_size, Some(saved.batch_size))?;
+        same("--limit", self.limit, saved.data.limit)?;
+        same("--lr", self.lr, lrs)?;
+        same("--seed", self.seed, Some(saved.seed))?;
+        same(
+            "--swd-every",
+            self.swd_every,
+            saved.track.as_ref().map(|t| t.every_epochs),
+        )?;
+        same("--ema", self.ema, saved.ema.map(|e| e.decay))?;
+        if let Some(mut base) = self.base_config()? {
+            // Every field a flag sets was checked above; the rest must match the file or preset.
+            base.epochs = saved.epochs;
+            base.batch_size = saved.batch_size;
+            base.data.limit = saved.data.limit;
+            base.optimizer_g.lr = saved.optimizer_g.lr;
+            base.optimizer_d.lr = saved.optimizer_d.lr;
+            base.seed = saved.seed;
+            base.track = saved.track.clone();
+            base.ema = saved.ema;
+            let flag = match (&self.config, self.preset) {
+                (Some(path), _) => format!("--config {}", path.display()),
+                (None, preset) => format!("--preset {}", preset.unwrap_or_default().name()),
+            };
+            let (a, b) = (serde_json::to_value(&base)?, serde_json::to_value(saved)?);
+            if let Some((field, given, then)) = first_difference(&a, &b, "") {
+                bail!(
+                    "{flag} does not match this run's config ({field} is {given} there, {then} in the run): \
+                     a resumed run keeps the settings it started with; drop {flag}, or start a new run with another --out"
+                );
+            }
+        }
+        let mut cfg = saved.clone();
+        if let Some(epochs) = self.epochs {
             if epochs < manifest.epoch {
                 bail!(
                     "--epochs {epochs} is fewer than the {} epochs this run has reached; pass at least {}",
@@ -122,66 +177,122 @@ pub(super) fn train_command(args: TrainArgs) -> Result<()> {
             }
             cfg.epochs = epochs;
         }
-        let data_dir = args
-            .data
-            .clone()
-            .unwrap_or_else(|| manifest.data.dir.clone());
-        (cfg, data_dir, Start::Resume(manifest, records))
-    } else {
-        let data_dir = args
-            .data
-            .clone()
-            .expect("clap requires --data without --resume");
-        (args.resolve_config()?, data_dir, Start::Fresh)
-    };
-    let resolved = backend::resolve(args.backend)?;
-    let mut files = data::find_images(&data_dir)?;
-    if let Some(limit) = cfg.data.limit {
-        files.truncate(limit);
+        Ok(cfg)
     }
-    data::check_crop_fits(&files, cfg.data.crop)?;
+}
+
+/// Refuses a flag whose value differs from the one the run started with.
+fn same<T: PartialEq + std::fmt::Display>(
+    flag: &str,
+    given: Option<T>,
+    then: Option<T>,
+) -> Result<()> {
+    match given {
+        Some(v) if Some(&v) != then.as_ref() => bail!(
+            "{flag} {v} does not match this run's {}: a resumed run keeps the settings it started with \
+             (only --epochs may be raised); drop {flag}, or start a new run with another --out",
+            then.map_or("setting (none)".to_string(), |t| format!("{t}"))
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The first leaf where two JSON values differ: its dotted path and both values.
+fn first_difference(a: &Value, b: &Value, path: &str) -> Option<(String, Value, Value)> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys = x.keys().chain(y.keys().filter(|k| !x.contains_key(*k)));
+            keys.into_iter().find_map(|k| {
+                let (u, v) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                first_difference(u, v, &sub)
+            })
+        }
+        _ if a == b => None,
+        _ => Some((path.to_string(), a.clone(), b.clone())),
+    }
+}
+
+/// What a run will do, settled before a byte is decoded.
+struct Plan {
+    cfg: TrainingConfig,
+    data: PathBuf,
+    split: Option<Split>,
+    partition: Option<PathBuf>,
+    start: Start,
+}
+
+fn plan(args: &TrainArgs, run: &RunDir) -> Result<Plan> {
+    if !args.resume {
+        return Ok(Plan {
+            cfg: args.resolve_config()?,
+            data: args
+                .data
+                .clone()
+                .expect("clap requires --data without --resume"),
+            split: args.split,
+            partition: args.partition.clone(),
+            start: Start::Fresh,
+        });
+    }
+    let (manifest, records) = run.load_checkpoint()?;
+    let cfg = args.resume_config(&manifest)?;
+    let saved = &manifest.data;
+    same(
+        "--split",
+        args.split.map(|s| s.name()),
+        saved.split.map(|s| s.name()),
+    )?;
+    Ok(Plan {
+        cfg,
+        data: args.data.clone().unwrap_or_else(|| saved.dir.clone()),
+        split: args.split.or(saved.split),
+        partition: args.partition.clone().or_else(|| saved.partition.clone()),
+        start: Start::Resume(manifest, records),
+    })
+}
+
+pub(super) fn train_command(args: TrainArgs) -> Result<ExitCode> {
+    let run = RunDir(args.out.clone());
+    // Everything that can be checked is checked before a byte is decoded.
+    let Plan {
+        cfg,
+        data,
+        split,
+        partition,
+        start,
+    } = plan(&args, &run)?;
+    let resolved = backend::resolve(args.backend)?;
+    let (images, split) = ImageList::select(
+        &data,
+        split,
+        Split::Train,
+        partition.as_deref(),
+        cfg.data.limit,
+    )?;
+    data::check_crop_fits(&images, cfg.data.crop)?;
     match &start {
         Start::Fresh => run.prepare_new(args.force)?,
         Start::Resume(..) => run.prepare_dirs()?,
     }
-
-    let t = std::time::Instant::now();
-    let cache_dir = match (&args.cache_dir, args.no_cache) {
-        (_, true) => None,
-        (Some(dir), false) => Some(dir.clone()),
-        (None, false) => Some(run.cache()),
-    };
-    let (faces, cached) =
-        cache::load_or_decode(cache_dir.as_deref(), &files, cfg.data.crop, cfg.data.filter)?;
-    eprintln!(
-        "{} {} faces from {} files in {:.1}s ({} skipped); training on {}",
-        if cached { "read cached" } else { "decoded" },
-        faces.len(),
-        files.len(),
-        t.elapsed().as_secs_f64(),
-        faces.skipped.len(),
-        resolved.name()
-    );
+    let faces = decode(&args, &run, &images, &cfg, &resolved)?;
     let fingerprint = DataFingerprint {
-        dir: std::path::absolute(&data_dir).unwrap_or_else(|_| data_dir.clone()),
-        files: files.len(),
+        dir: std::path::absolute(&data).unwrap_or_else(|_| data.clone()),
+        files: images.len(),
         faces: faces.len(),
-        list_crc32: data::list_crc32(&data_dir, &files),
+        list_crc32: data::list_crc32(&images),
+        split: Some(split),
+        partition,
     };
     if let Start::Resume(manifest, _) = &start {
-        // The folder may have moved; the images in it must be the same.
-        let same = |d: &DataFingerprint| (d.files, d.faces, d.list_crc32);
-        if same(&manifest.data) != same(&fingerprint) {
-            bail!(
-                "the images changed since this run started ({} files, {} usable then; {} files, {} usable now in {}): \
-                 an exact resume needs the same images; point --data at the original folder",
-                manifest.data.files,
-                manifest.data.faces,
-                fingerprint.files,
-                fingerprint.faces,
-                data_dir.display()
-            );
-        }
+        check_same_images(&manifest.data, &fingerprint, &data)?;
         eprintln!(
             "resuming {} at epoch {}, step {} of {}",
             run.0.display(),
@@ -204,7 +315,52 @@ pub(super) fn train_command(args: TrainArgs) -> Result<()> {
             "interrupted: checkpoint saved at epoch {epoch}, step {step}. Continue with:\n  dcgan train --resume --out {}",
             run.0.display()
         );
-        std::process::exit(130);
+        return Ok(ExitCode::from(super::INTERRUPTED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The faces, from the cache when it holds them for exactly these images and settings.
+fn decode(
+    args: &TrainArgs,
+    run: &RunDir,
+    images: &ImageList,
+    cfg: &TrainingConfig,
+    resolved: &Resolved,
+) -> Result<Faces> {
+    let t = std::time::Instant::now();
+    let cache_dir = match (&args.cache_dir, args.no_cache) {
+        (_, true) => None,
+        (Some(dir), false) => Some(dir.clone()),
+        (None, false) => Some(run.cache()),
+    };
+    let (faces, cached) =
+        cache::load_or_decode(cache_dir.as_deref(), images, cfg.data.crop, cfg.data.filter)?;
+    eprintln!(
+        "{} {} faces from {} files in {:.1}s ({} skipped); training on {}",
+        if cached { "read cached" } else { "decoded" },
+        faces.len(),
+        images.len(),
+        t.elapsed().as_secs_f64(),
+        faces.skipped.len(),
+        resolved.name()
+    );
+    Ok(faces)
+}
+
+/// The folder may have moved; the images in it must be the same.
+fn check_same_images(then: &DataFingerprint, now: &DataFingerprint, data: &Path) -> Result<()> {
+    let same = |d: &DataFingerprint| (d.files, d.faces, d.list_crc32);
+    if same(then) != same(now) {
+        bail!(
+            "the images changed since this run started ({} files, {} usable then; {} files, {} usable now in {}): \
+             an exact resume needs the same images; point --data at the original folder",
+            then.files,
+            then.faces,
+            now.files,
+            now.faces,
+            data.display()
+        );
     }
     Ok(())
 }

@@ -8,11 +8,10 @@
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use anyhow::{Context, Result};
 
-use super::{Faces, FACE_BYTES};
+use super::{Faces, ImageList, FACE_BYTES};
 use crate::config::{CropBox, ResizeFilter};
 use crate::run;
 
@@ -39,30 +38,14 @@ impl Fnv {
 
 impl CacheKey {
     /// Reads every file's size and modification time (one `stat` each, no decoding).
-    pub fn new(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Result<Self> {
+    pub fn new(images: &ImageList, crop: CropBox, filter: ResizeFilter) -> Result<Self> {
         let mut h = Fnv(0xcbf2_9ce4_8422_2325);
         h.write(MAGIC);
         h.write(format!("{crop:?} {filter:?}").as_bytes());
-        for f in files {
-            let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
-            h.write(abs.as_os_str().as_encoded_bytes());
-            // A file that cannot be stat'ed is keyed as missing; decoding will name it.
-            let (len, mtime) = std::fs::metadata(f)
-                .map(|m| {
-                    let t = m
-                        .modified()
-                        .ok()
-                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                        .map_or(0, |d| d.as_nanos());
-                    (m.len(), t)
-                })
-                .unwrap_or((u64::MAX, 0));
-            h.write(&len.to_le_bytes());
-            h.write(&mtime.to_le_bytes());
-        }
+        images.stamp(&mut |bytes| h.write(bytes));
         Ok(Self {
             hash: h.0,
-            files: files.len(),
+            files: images.len(),
         })
     }
 
@@ -161,18 +144,18 @@ pub fn store(dir: &Path, key: &CacheKey, faces: &Faces) -> Result<()> {
 /// cached. A cache that cannot be written costs a warning, not the run.
 pub fn load_or_decode(
     dir: Option<&Path>,
-    files: &[PathBuf],
+    images: &ImageList,
     crop: CropBox,
     filter: ResizeFilter,
 ) -> Result<(Faces, bool)> {
     let Some(dir) = dir else {
-        return Ok((super::load_faces(files, crop, filter)?, false));
+        return Ok((super::load_faces(images, crop, filter)?, false));
     };
-    let key = CacheKey::new(files, crop, filter)?;
+    let key = CacheKey::new(images, crop, filter)?;
     if let Some(faces) = load(dir, &key)? {
         return Ok((faces, true));
     }
-    let faces = super::load_faces(files, crop, filter)?;
+    let faces = super::load_faces(images, crop, filter)?;
     if let Err(e) = store(dir, &key, &faces) {
         eprintln!("warning: could not cache the decoded faces ({e:#}); the next run decodes again");
     }
@@ -206,7 +189,8 @@ mod tests {
             right: 150,
             bottom: 175,
         };
-        let key = CacheKey::new(&files, crop, ResizeFilter::Bicubic).unwrap();
+        let list = |files: &[PathBuf]| ImageList::files(&tmp, files.to_vec());
+        let key = CacheKey::new(&list(&files), crop, ResizeFilter::Bicubic).unwrap();
         let cache = tmp.join("cache");
         assert!(load(&cache, &key).unwrap().is_none());
         store(&cache, &key, &faces(2)).unwrap();
@@ -216,16 +200,21 @@ mod tests {
 
         // Another filter, crop, file size or file list: another key.
         let other = [
-            CacheKey::new(&files, crop, ResizeFilter::Bilinear).unwrap(),
-            CacheKey::new(&files, CropBox { left: 31, ..crop }, ResizeFilter::Bicubic).unwrap(),
-            CacheKey::new(&files[..2], crop, ResizeFilter::Bicubic).unwrap(),
+            CacheKey::new(&list(&files), crop, ResizeFilter::Bilinear).unwrap(),
+            CacheKey::new(
+                &list(&files),
+                CropBox { left: 31, ..crop },
+                ResizeFilter::Bicubic,
+            )
+            .unwrap(),
+            CacheKey::new(&list(&files[..2]), crop, ResizeFilter::Bicubic).unwrap(),
         ];
         for k in other {
             assert_ne!(k, key);
         }
         std::fs::write(&files[1], [9u8; 11]).unwrap();
         assert_ne!(
-            CacheKey::new(&files, crop, ResizeFilter::Bicubic).unwrap(),
+            CacheKey::new(&list(&files), crop, ResizeFilter::Bicubic).unwrap(),
             key
         );
 

@@ -1,6 +1,8 @@
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
+use super::source::ImageList;
+
 use anyhow::{bail, Result};
 use image::{ImageFormat, ImageReader, Limits, RgbImage};
 use rayon::prelude::*;
@@ -15,19 +17,21 @@ const MAX_SIDE: u32 = 16_384;
 const MAX_DECODE_BYTES: u64 = 512 << 20;
 const MAX_WARNINGS: usize = 10;
 
-/// Decodes `files` on all cores. Unusable files are skipped with a warning (the first ten
+/// Decodes `images` on all cores. Unusable files are skipped with a warning (the first ten
 /// named, then a count); it is an error only if no file at all is usable.
-pub fn load_faces(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Result<Faces> {
-    let bar = progress::bar(files.len() as u64, "decoding");
+pub fn load_faces(images: &ImageList, crop: CropBox, filter: ResizeFilter) -> Result<Faces> {
+    let bar = progress::bar(images.len() as u64, "decoding");
     // One buffer for all faces, filled in place, then compacted over the failures: peak
     // memory stays at one u8 copy of the set.
-    let mut pixels = vec![0u8; files.len() * FACE_BYTES];
+    let mut pixels = vec![0u8; images.len() * FACE_BYTES];
     let resampler = Resampler::new(crop, filter, SIZE, SIZE);
     let results: Vec<Result<(), String>> = pixels
         .par_chunks_mut(FACE_BYTES)
-        .zip(files.par_iter())
-        .map(|(out, path)| {
-            let r = decode_face(path, crop, &resampler, out);
+        .enumerate()
+        .map(|(i, out)| {
+            let r = images
+                .read(i)
+                .and_then(|bytes| decode_face(bytes, crop, &resampler, out));
             bar.inc(1);
             r
         })
@@ -46,9 +50,9 @@ pub fn load_faces(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Res
             }
             Err(reason) => {
                 if skipped.len() < MAX_WARNINGS {
-                    eprintln!("warning: skipping {}: {reason}", files[i].display());
+                    eprintln!("warning: skipping {}: {reason}", images.label(i));
                 }
-                skipped.push((files[i].clone(), reason));
+                skipped.push((PathBuf::from(images.label(i)), reason));
             }
         }
     }
@@ -61,15 +65,11 @@ pub fn load_faces(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Res
     pixels.truncate(kept * FACE_BYTES);
     pixels.shrink_to_fit();
     if kept == 0 {
-        let dir = files
-            .first()
-            .and_then(|f| f.parent())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
         bail!(
-            "none of the {} image files under {dir} could be used (see the warnings above); \
+            "none of the {} image files under {} could be used (see the warnings above); \
              dcgan needs RGB or grayscale JPEG/PNG photos at least as large as the crop box",
-            files.len()
+            images.len(),
+            images.root().display()
         );
     }
     Ok(Faces { pixels, skipped })
@@ -79,7 +79,7 @@ pub fn load_faces(files: &[PathBuf], crop: CropBox, filter: ResizeFilter) -> Res
 pub fn load_face(path: &Path, crop: CropBox, filter: ResizeFilter) -> Result<Vec<u8>, String> {
     let mut face = vec![0u8; FACE_BYTES];
     decode_face(
-        path,
+        read_image_file(path)?,
         crop,
         &Resampler::new(crop, filter, SIZE, SIZE),
         &mut face,
@@ -87,23 +87,27 @@ pub fn load_face(path: &Path, crop: CropBox, filter: ResizeFilter) -> Result<Vec
     Ok(face)
 }
 
-/// [`load_face`] into `out`, with the resize coefficients computed once per load.
+/// An image file's bytes, refusing one too large to be a face photo before reading it.
+pub(super) fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot open: {e}"))?
+        .len();
+    if size > MAX_DECODE_BYTES {
+        return Err(format!("file is {size} bytes, too large for a face photo"));
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
+}
+
+/// One image's bytes to one face in `out`, with the resize coefficients computed once per load.
 fn decode_face(
-    path: &Path,
+    bytes: Vec<u8>,
     crop: CropBox,
     resampler: &Resampler,
     out: &mut [u8],
 ) -> Result<(), String> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| format!("cannot open: {e}"))?
-        .len();
-    if size == 0 {
+    if bytes.is_empty() {
         return Err("empty file (0 bytes)".into());
     }
-    if size > MAX_DECODE_BYTES {
-        return Err(format!("file is {size} bytes, too large for a face photo"));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     // Judge by contents, not by name: a PNG named .jpg is fine, text named .jpg is not.
     let format = image::guess_format(&bytes)
         .ok()

@@ -3,6 +3,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use image::ImageReader;
+use std::io::Cursor;
+
+use super::source::ImageList;
 
 use crate::config::CropBox;
 
@@ -63,24 +66,26 @@ pub fn find_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn has_image_extension(path: &Path) -> bool {
+pub(super) fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
 /// Refuses a crop box that lies outside the images before any decoding: the first few
-/// readable files' headers say how large the photos are.
-pub fn check_crop_fits(files: &[PathBuf], crop: CropBox) -> Result<()> {
-    let sizes: Vec<(&PathBuf, (u32, u32))> = files
-        .iter()
-        .filter_map(|f| {
-            let reader = ImageReader::open(f).ok()?.with_guessed_format().ok()?;
-            Some((f, reader.into_dimensions().ok()?))
+/// readable images' headers say how large the photos are.
+pub fn check_crop_fits(images: &ImageList, crop: CropBox) -> Result<()> {
+    let sizes: Vec<(usize, (u32, u32))> = (0..images.len())
+        .filter_map(|i| {
+            let bytes = images.read(i).ok()?;
+            let reader = ImageReader::new(Cursor::new(bytes))
+                .with_guessed_format()
+                .ok()?;
+            Some((i, reader.into_dimensions().ok()?))
         })
         .take(5)
         .collect();
-    if let Some((file, (w, h))) = sizes.first() {
+    if let Some((first, (w, h))) = sizes.first() {
         if sizes
             .iter()
             .all(|(_, (w, h))| crop.right > *w || crop.bottom > *h)
@@ -92,18 +97,18 @@ pub fn check_crop_fits(files: &[PathBuf], crop: CropBox) -> Result<()> {
                 crop.top,
                 crop.right,
                 crop.bottom,
-                file.display()
+                images.label(*first)
             );
         }
     }
     Ok(())
 }
 
-/// CRC-32 of the file list, relative to `dir`: identifies the data a run trained on.
-pub fn list_crc32(dir: &Path, files: &[PathBuf]) -> u32 {
+/// CRC-32 of the image list, relative to its folder or archive: identifies the data a run
+/// trained on, wherever the folder was moved.
+pub fn list_crc32(images: &ImageList) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    for f in files {
-        let rel = f.strip_prefix(dir).unwrap_or(f);
+    for rel in images.relative_names() {
         h.update(rel.as_os_str().as_encoded_bytes());
         h.update(b"\0");
     }

@@ -8,12 +8,17 @@ pub mod cache;
 mod decode;
 mod find;
 mod grid;
+pub mod partition;
 pub mod resize;
+mod source;
+pub mod zip;
 
 pub use batcher::FaceBatcher;
 pub use decode::{face_from_rgb, load_face, load_faces};
 pub use find::{check_crop_fits, find_images, list_crc32};
 pub use grid::{to_faces, write_grid, write_png};
+pub use partition::Split;
+pub use source::ImageList;
 
 use std::path::PathBuf;
 

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::atomic::write_atomic;
-use crate::config::TrainingConfig;
+use crate::config::{Split, TrainingConfig};
 
 pub const MANIFEST: &str = "checkpoint.json";
 pub const RECORDS: &str = "checkpoints";
@@ -35,6 +35,13 @@ pub struct DataFingerprint {
     pub faces: usize,
     /// CRC-32 of the sorted file list (paths relative to `dir`).
     pub list_crc32: u32,
+    /// The part of CelebA's partition trained on; absent in runs from before splits existed,
+    /// which used every image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+    /// The partition file named by `--partition`, if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PathBuf>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]

@@ -1,15 +1,24 @@
 #!/bin/bash
 # Side by side on this machine, back to back: dcgan (CPU) against the notebook's PIL loading,
 # Keras and PyTorch, all at batch 128 on the notebook's networks, float32.
-#   tests/reference/setup.sh            # once: a venv with the pinned Keras/PyTorch/Pillow
+#   bash tests/reference/setup.sh                             # once: a venv with the pinned Keras/PyTorch/Pillow
 #   tests/reference/compare.sh DATA_DIR [RUNS] > results.jsonl
+# DATA_DIR: a folder that directly holds CelebA JPEGs (e.g. a 5,000-image sample); RUNS: timed
+# runs per measurement (default 5).
+# Environment: VENV, the venv setup.sh made (default: .venv-reference at the repository root);
+# DCGAN, the dcgan binary (default: target/release/dcgan; build it with cargo build --release).
 # Prints one JSON line per measurement on stdout and a table of medians on stderr.
 set -euo pipefail
-data=${1:?usage: compare.sh DATA_DIR [RUNS]}
+usage="usage: compare.sh DATA_DIR [RUNS]"
+data=${1:?$usage}
 runs=${2:-5}
 here=$(cd "$(dirname "$0")" && pwd)
-py=${VENV:-/work/bench-venv}/bin/python
-dcgan=${DCGAN:-$here/../../target/release/dcgan}
+repo=$(cd "$here/../.." && pwd)
+py=${VENV:-$repo/.venv-reference}/bin/python
+dcgan=${DCGAN:-$repo/target/release/dcgan}
+[ -d "$data" ] || { echo "compare.sh: $data is not a folder; $usage" >&2; exit 2; }
+[ -x "$py" ] || { echo "compare.sh: no Python at $py: run bash tests/reference/setup.sh first, or set VENV" >&2; exit 2; }
+[ -x "$dcgan" ] || { echo "compare.sh: no dcgan binary at $dcgan: run cargo build --release, or set DCGAN" >&2; exit 2; }
 out=$(mktemp)
 "$dcgan" bench --data "$data" --only load,cache --warmup 1 --runs "$runs" --json >>"$out"
 "$dcgan" bench --backend cpu --only step,sample --batch-size 128 --warmup 2 --runs "$runs" --json >>"$out"

@@ -13,8 +13,11 @@ each step has finished when the clock is read.
 Keras 3 picks jit_compile itself ("auto"): off on a CPU-only machine, XLA on with a GPU;
 the notebook's Keras 2 used no XLA. The choice is logged on stderr.
 
-    bash tests/reference/setup.sh /work/bench-venv
-    /work/bench-venv/bin/python tests/reference/keras_step.py --batch 128 --steps 20 --warmup 3
+Needs no data. From the repository root, with the venv setup.sh makes (default
+.venv-reference; any venv with the pinned versions will do):
+
+    bash tests/reference/setup.sh
+    .venv-reference/bin/python tests/reference/keras_step.py --batch 128 --steps 20 --warmup 3
 """
 import argparse
 import os

@@ -12,9 +12,13 @@ contain '.jpg', first N kept, as the notebook does. One untimed warm-up pass
 not the disk. The no-normalise repeats run before the full ones, so each line's
 peak_rss_mb (ru_maxrss, which only grows) is that benchmark's own peak.
 
-    bash tests/reference/setup.sh /work/bench-venv
-    /work/bench-venv/bin/python tests/reference/pil_loading.py \
-        --data /work/shared/data/celeba/train --limit 1000 --repeats 3
+--data is required: a folder that directly holds CelebA JPEGs (not searched recursively,
+as the notebook's os.listdir). From the repository root, with the venv setup.sh makes
+(default .venv-reference):
+
+    bash tests/reference/setup.sh
+    .venv-reference/bin/python tests/reference/pil_loading.py \
+        --data CELEBA_DIR --limit 1000 --repeats 3
 """
 import argparse
 import os

@@ -1,7 +1,9 @@
-"""Writes the Pillow reference fixtures for src/resize.rs.
+"""Writes the Pillow reference fixtures for dcgan's Pillow-exact resize (src/data/resize.rs).
 
-Run once (needs Pillow >= 9 and numpy):
-    python3 tests/reference/pillow_fixtures.py tests/data/faces tests/data/pillow   (needs pillow, numpy: see setup.sh)
+Usage: pillow_fixtures.py SRC DST, SRC a folder holding the photos named in PHOTOS, DST the
+fixture folder. Run once, from the repository root, with Pillow >= 9 and numpy (the venv
+setup.sh makes has both):
+    .venv-reference/bin/python tests/reference/pillow_fixtures.py tests/data/faces tests/data/pillow
 
 For each photo it stores only the pixels inside MAIN_BOX (`<stem>.crop.rgb`, raw RGB, as
 Pillow decodes the JPEG), which keeps the fixtures small: the Rust test pastes them into a
@@ -26,7 +28,7 @@ FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos3": Image.Resampling.LANCZOS,
 }
-# (box, (out_w, out_h)); all boxes lie inside MAIN_BOX. Keep in sync with resize.rs.
+# (box, (out_w, out_h)); all boxes lie inside MAIN_BOX. Keep in sync with src/data/resize.rs.
 CASES_ALL = [(MAIN_BOX, (64, 64))]
 CASES_FIRST = [
     ((40, 60, 140, 170), (24, 20)),  # downscale, different factor per axis
@@ -46,6 +48,8 @@ def canvas(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def main() -> None:
+    if len(sys.argv) != 3:
+        sys.exit("usage: pillow_fixtures.py SRC DST  (e.g. tests/data/faces tests/data/pillow)")
     src, dst = Path(sys.argv[1]), Path(sys.argv[2])
     dst.mkdir(parents=True, exist_ok=True)
     print("Pillow", PIL.__version__)

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Creates the Python venv the reference scripts in this folder run in.
-#   bash tests/reference/setup.sh [VENV]      (default VENV: /work/bench-venv)
+#   bash tests/reference/setup.sh [VENV]
+# VENV: the first argument, else $VENV, else .venv-reference at the repository root (the
+# default compare.sh looks in). The venv gets a .gitignore of its own, so git ignores it.
 # Idempotent: an existing venv that already has these exact versions is left alone.
-# torch comes from PyPI's default wheel (CUDA-enabled, ~6.8 GB venv in all): the
-# CPU-only index is not reachable from the project's machines, and the same venv
-# then also serves --device cuda on a GPU machine.
+# torch comes from PyPI's default wheel (CUDA-enabled, ~6.8 GB venv in all), so the same
+# venv also serves --device cuda on a GPU machine.
 set -euo pipefail
 
-VENV="${1:-/work/bench-venv}"
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+VENV="${1:-${VENV:-$repo/.venv-reference}}"
 PINS=(
   tensorflow-cpu==2.21.0   # brings keras 3.15.1 (pinned below so a resolver change can't move it)
   keras==3.15.1
@@ -19,6 +22,7 @@ PINS=(
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
+[ -e "$VENV/.gitignore" ] || echo '*' > "$VENV/.gitignore"
 
 if "$VENV/bin/python" - "${PINS[@]}" <<'EOF'
 import sys

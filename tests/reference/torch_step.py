@@ -21,10 +21,13 @@ Threads: torch.set_num_threads(number of usable cores). OMP_WAIT_POLICY=PASSIVE 
 before torch is imported unless already set: OpenMP's default busy-waiting spins on
 cores that a shared or 2-core machine needs for other work, and skews timings there.
 
-    bash tests/reference/setup.sh /work/bench-venv
-    /work/bench-venv/bin/python tests/reference/torch_step.py --steps 20 --warmup 3
-    /work/bench-venv/bin/python tests/reference/torch_step.py --compile --warmup 5
-    /work/bench-venv/bin/python tests/reference/torch_step.py --device cuda
+Needs no data. From the repository root, with the venv setup.sh makes (default
+.venv-reference; on a GPU machine any Python with torch and CUDA will do):
+
+    bash tests/reference/setup.sh
+    .venv-reference/bin/python tests/reference/torch_step.py --steps 20 --warmup 3
+    .venv-reference/bin/python tests/reference/torch_step.py --compile --warmup 5
+    .venv-reference/bin/python tests/reference/torch_step.py --device cuda
 """
 import argparse
 import os

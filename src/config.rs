@@ -50,22 +50,22 @@ pub struct TrainingConfig {
     pub data: DataConfig,
     pub generator: GeneratorConfig,
     pub discriminator: DiscriminatorConfig,
-    pub optimizer_g: AdamSettings,
-    pub optimizer_d: AdamSettings,
+    pub optimizer_g: OptimizerConfig,
+    pub optimizer_d: OptimizerConfig,
     pub batch_size: usize,
     pub epochs: usize,
     pub seed: u64,
     /// Score the generator during training (off unless set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub track: Option<Track>,
+    pub track: Option<TrackConfig>,
     /// Keep an exponential moving average of G's weights as `g_ema.mpk` (off unless set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ema: Option<EmaSettings>,
+    pub ema: Option<EmaConfig>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct EmaSettings {
+pub struct EmaConfig {
     /// Weight of the old average at each step, e.g. 0.999 (an average over ~1,000 steps).
     pub decay: f64,
 }
@@ -74,7 +74,7 @@ pub struct EmaSettings {
 /// `faces` training faces, logged to `metrics.jsonl`; the best generator is kept as `g_best.mpk`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Track {
+pub struct TrackConfig {
     pub every_epochs: usize,
     pub faces: usize,
 }
@@ -133,7 +133,7 @@ pub enum Normalization {
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct AdamSettings {
+pub struct OptimizerConfig {
     pub lr: f64,
     pub beta1: f32,
     pub beta2: f32,

@@ -13,7 +13,7 @@ use crate::nn::LayerBackend;
 use crate::run::Manifest;
 use crate::sample;
 
-pub struct EvalArgs {
+pub struct EvalSettings {
     pub ckpt: PathBuf,
     pub config: Option<PathBuf>,
     /// Real faces the generator never trained on (a validation or holdout folder or zip).
@@ -62,7 +62,7 @@ fn faces(
         .to_vec())
 }
 
-pub fn run<B: LayerBackend>(args: &EvalArgs, device: &B::Device) -> Result<EvalReport> {
+pub fn run<B: LayerBackend>(args: &EvalSettings, device: &B::Device) -> Result<EvalReport> {
     let cfg = sample::config_for(&args.ckpt, args.config.as_deref())?;
     let g = sample::load_generator::<B>(&cfg, &args.ckpt, device)?;
     let split = (args.split, Split::Valid);

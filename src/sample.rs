@@ -17,7 +17,7 @@ use crate::run;
 /// Faces generated per forward pass: bounded memory whatever `--n` is.
 const CHUNK: usize = 256;
 
-pub struct SampleArgs {
+pub struct SampleSettings {
     pub ckpt: PathBuf,
     pub config: Option<PathBuf>,
     pub n: usize,
@@ -129,7 +129,7 @@ pub fn interpolate<B: LayerBackend>(
         .collect()
 }
 
-pub fn run<B: LayerBackend>(args: &SampleArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: LayerBackend>(args: &SampleSettings, device: &B::Device) -> Result<()> {
     let cfg = config_for(&args.ckpt, args.config.as_deref())?;
     let g = load_generator::<B>(&cfg, &args.ckpt, device)?;
     if let Some(steps) = args.interpolate {

@@ -38,6 +38,7 @@ pub struct BenchArgs {
     /// Print one JSON object per measurement on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Where to compute: a GPU if present (auto), WGPU, or the CPU.
     #[arg(long, value_enum, default_value_t)]
     pub backend: BackendChoice,
 }

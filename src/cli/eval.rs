@@ -13,7 +13,7 @@ use crate::with_backend;
 #[command(
     after_help = "Examples:\n  dcgan eval --ckpt run/g.mpk --real celeba-valid/\n  dcgan eval --ckpt run/g.mpk --real img_align_celeba.zip --split test\n  dcgan eval --ckpt run/g.mpk --real celeba-valid/ --train img_align_celeba --n 2000 --json"
 )]
-pub struct EvalCli {
+pub struct EvalArgs {
     /// Generator checkpoint written by `dcgan train`.
     #[arg(long, default_value = "run/g.mpk", value_name = "FILE")]
     pub ckpt: PathBuf,
@@ -44,13 +44,14 @@ pub struct EvalCli {
     /// Print the scores as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Where to compute: a GPU if present (auto), WGPU, or the CPU.
     #[arg(long, value_enum, default_value_t)]
     pub backend: BackendChoice,
 }
 
-pub(super) fn eval_command(args: EvalCli) -> Result<()> {
+pub(super) fn eval_command(args: EvalArgs) -> Result<()> {
     let resolved = backend::resolve(args.backend)?;
-    let settings = eval::EvalArgs {
+    let settings = eval::EvalSettings {
         ckpt: args.ckpt,
         config: args.config,
         real: args.real,

@@ -7,9 +7,9 @@ mod sample;
 mod train;
 
 pub use bench::BenchArgs;
-pub use eval::EvalCli;
+pub use eval::EvalArgs;
 pub use plot::PlotArgs;
-pub use sample::SampleCli;
+pub use sample::SampleArgs;
 pub use train::TrainArgs;
 
 use std::process::ExitCode;
@@ -34,10 +34,10 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Train(TrainArgs),
-    Sample(SampleCli),
+    Sample(SampleArgs),
     Plot(PlotArgs),
     Bench(BenchArgs),
-    Eval(EvalCli),
+    Eval(EvalArgs),
 }
 
 /// The exit code of a run stopped by Ctrl-C or SIGTERM after saving its checkpoint, as a

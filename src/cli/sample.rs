@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::backend::{self, BackendChoice};
-use crate::sample::{self, SampleArgs};
+use crate::sample::{self, SampleSettings};
 use crate::with_backend;
 
 /// Generate faces from a trained generator.
@@ -12,7 +12,7 @@ use crate::with_backend;
 #[command(
     after_help = "Examples:\n  dcgan sample --ckpt run/g.mpk --n 100\n  dcgan sample --ckpt run/g.mpk --n 16 --seed 7 --out faces.png\n  dcgan sample --ckpt run/g.mpk --n 500 --each faces/\n  dcgan sample --ckpt run/g.mpk --n 64 --interpolate 8 --out walk.png"
 )]
-pub struct SampleCli {
+pub struct SampleArgs {
     /// Generator checkpoint written by `dcgan train`.
     #[arg(long, default_value = "run/g.mpk", value_name = "FILE")]
     pub ckpt: PathBuf,
@@ -37,13 +37,14 @@ pub struct SampleCli {
     /// Rows of K faces walking between two random latent points (spherical for normal noise).
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(2..=64))]
     pub interpolate: Option<u64>,
+    /// Where to compute: a GPU if present (auto), WGPU, or the CPU.
     #[arg(long, value_enum, default_value_t)]
     pub backend: BackendChoice,
 }
 
-pub(super) fn sample_command(args: SampleCli) -> Result<()> {
+pub(super) fn sample_command(args: SampleArgs) -> Result<()> {
     let resolved = backend::resolve(args.backend)?;
-    let args = SampleArgs {
+    let settings = SampleSettings {
         ckpt: args.ckpt,
         config: args.config,
         n: args.n as usize,
@@ -53,5 +54,5 @@ pub(super) fn sample_command(args: SampleCli) -> Result<()> {
         each: args.each,
         interpolate: args.interpolate.map(|k| k as usize),
     };
-    with_backend!(resolved, |B, device| sample::run::<B>(&args, &device))
+    with_backend!(resolved, |B, device| sample::run::<B>(&settings, &device))
 }

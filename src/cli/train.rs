@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::backend::{self, Autodiff, BackendChoice, Resolved};
-use crate::config::{EmaSettings, Preset, Track, TrainingConfig};
+use crate::config::{EmaConfig, Preset, TrackConfig, TrainingConfig};
 use crate::data::{self, cache, Faces, ImageList, Split};
 use crate::run::{DataFingerprint, Manifest, RunDir};
 use crate::train::{self, interrupt, Outcome, Start};
@@ -118,13 +118,13 @@ impl TrainArgs {
             cfg.seed = v;
         }
         if let Some(every) = self.swd_every {
-            cfg.track = Some(Track {
+            cfg.track = Some(TrackConfig {
                 every_epochs: every,
                 faces: 512,
             });
         }
         if let Some(decay) = self.ema {
-            cfg.ema = Some(EmaSettings { decay });
+            cfg.ema = Some(EmaConfig { decay });
         }
     }
 

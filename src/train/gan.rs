@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 
 use super::ema::Ema;
-use crate::config::{AdamSettings, TrainingConfig};
+use crate::config::{OptimizerConfig, TrainingConfig};
 use crate::data::{FaceBatcher, Faces};
 use crate::nn::{self, Discriminator, Generator, Mode, TrainBackend};
 use crate::rng::{stream_seed, Stream};
@@ -27,7 +27,7 @@ pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 2>, label: f32) -> Tensor<B
 
 type Opt<M, B> = OptimizerAdaptor<Adam, M, B>;
 
-fn adam<B: AutodiffBackend, M: AutodiffModule<B>>(s: &AdamSettings) -> Opt<M, B> {
+fn adam<B: AutodiffBackend, M: AutodiffModule<B>>(s: &OptimizerConfig) -> Opt<M, B> {
     AdamConfig::new()
         .with_beta_1(s.beta1)
         .with_beta_2(s.beta2)

@@ -39,7 +39,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// The first `steps` steps of a fresh run on `backend`, step k on faces `k*batch..(k+1)*batch`
 /// in file order. Not generic, so callers comparing backends (the WGPU test) reuse this
-/// crate's compiled training code instead of compiling their own copy of it.
+/// crate's compiled training code instead of compiling their own copy of it. A test hook.
+#[doc(hidden)]
 pub fn first_steps(
     cfg: &TrainingConfig,
     faces: &Faces,

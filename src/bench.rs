@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::config::TrainingConfig;
 use crate::data::cache;
 use crate::data::{self, Faces, ImageList, Split, FACE_BYTES};
+use crate::metrics::median;
 use crate::nn::{noise, Mode};
 use crate::progress;
 use crate::rng::{rng, Stream};
@@ -58,16 +59,6 @@ pub struct Measurement {
     pub images_per_sec: f64,
     pub threads: usize,
     pub peak_rss_mb: f64,
-}
-
-pub fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 fn time<T>(f: impl FnOnce() -> T) -> (f64, T) {
@@ -248,16 +239,4 @@ fn tempfile_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("dcgan-bench-cache-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(&[]).is_nan());
-    }
 }

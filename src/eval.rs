@@ -118,10 +118,10 @@ pub fn run<B: LayerBackend>(args: &EvalSettings, device: &B::Device) -> Result<E
     })
 }
 
+/// The median distance, in the f32 the report carries.
 fn median(v: &[f32]) -> f32 {
-    let mut s = v.to_vec();
-    s.sort_unstable_by(f32::total_cmp);
-    s.get(s.len() / 2).copied().unwrap_or(f32::NAN)
+    let v: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+    crate::metrics::median(&v) as f32
 }
 
 pub fn print(r: &EvalReport) {

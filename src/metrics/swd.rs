@@ -6,9 +6,10 @@
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rayon::prelude::*;
 
-const SIDE: usize = 64;
+use crate::data::{FACE_BYTES as FACE, SIZE as SIDE};
+use crate::rng::{mix64, standard_normal_f64};
+
 const PIXELS: usize = SIDE * SIDE;
-const FACE: usize = PIXELS * 3;
 /// The 1-D factor of Karras's 5x5 Gaussian ([1,4,6,4,1] outer itself, / 256).
 const TAPS: [f32; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
 /// Directions (or training faces) handled together in one pass over the rows.
@@ -80,13 +81,8 @@ pub fn swd(a: &[u8], b: &[u8], cfg: &SwdConfig, seed: u64) -> SwdReport {
 }
 
 fn stream(seed: u64, tags: &[u64]) -> StdRng {
-    let mix = |z: u64| {
-        let z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        let z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    };
-    let mix2 = |s, &t| mix(s ^ mix(t ^ 0x9e3779b97f4a7c15));
-    StdRng::seed_from_u64(tags.iter().fold(mix(seed), mix2))
+    let mix2 = |s, &t| mix64(s ^ mix64(t ^ 0x9e3779b97f4a7c15));
+    StdRng::seed_from_u64(tags.iter().fold(mix64(seed), mix2))
 }
 
 /// One s x s plane blurred by TAPS (times `gain`) along both axes; borders mirrored about the
@@ -201,7 +197,7 @@ fn subsample(d: Vec<f32>, dim: usize, keep: usize, rng: &mut StdRng) -> Vec<f32>
 fn sliced(a: &[f32], b: &[f32], dim: usize, cfg: &SwdConfig, mut rng: StdRng) -> f64 {
     let mut dirs = Vec::with_capacity(cfg.repeats * cfg.directions * dim);
     for _ in 0..cfg.repeats * cfg.directions {
-        let v: Vec<f64> = (0..dim).map(|_| gaussian(&mut rng)).collect();
+        let v: Vec<f64> = (0..dim).map(|_| standard_normal_f64(&mut rng)).collect();
         let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
         dirs.extend(v.iter().map(|x| (x / norm) as f32));
     }
@@ -222,11 +218,6 @@ fn sliced(a: &[f32], b: &[f32], dim: usize, cfg: &SwdConfig, mut rng: StdRng) ->
     };
     let sums: Vec<f64> = dirs.par_chunks(GROUP * dim).map_init(new, group).collect();
     sums.iter().sum::<f64>() / (n * cfg.directions * cfg.repeats) as f64
-}
-
-fn gaussian(rng: &mut StdRng) -> f64 {
-    let (u, v): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
-    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 /// `keys` := the floats as order-preserving u32 keys, sorted by a 3-pass LSD radix sort

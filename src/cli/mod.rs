@@ -56,3 +56,65 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(args) => done(eval::eval_command(args)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    const README: &str = include_str!("../../README.md");
+
+    /// Every command line the README shows parses with the real argument definitions, so the
+    /// README and `--help` cannot drift apart.
+    #[test]
+    fn readme_commands_parse() {
+        let mut seen = 0;
+        for line in README.lines() {
+            let line = line.trim_start();
+            if !(line.starts_with("dcgan ") || line.starts_with("cargo run --release -- ")) {
+                continue;
+            }
+            let command = line.split('#').next().unwrap();
+            let command = command.replace("cargo run --release --", "dcgan");
+            let words: Vec<&str> = command.split_whitespace().collect();
+            if let Err(e) = Cli::try_parse_from(&words) {
+                panic!("README: `{}` does not parse:\n{e}", words.join(" "));
+            }
+            seen += 1;
+        }
+        assert!(seen >= 10, "found only {seen} command lines in the README");
+    }
+
+    /// Every `--flag` the README's section on a subcommand names is a flag of that subcommand.
+    #[test]
+    fn readme_flags_exist() {
+        let cli = Cli::command();
+        let mut sub = None;
+        for line in README.lines() {
+            if let Some(rest) = line.strip_prefix("**`dcgan ") {
+                sub = rest.split([' ', '`']).next().map(str::to_string);
+            } else if line.starts_with('#') {
+                sub = None;
+            }
+            let Some(name) = &sub else { continue };
+            let cmd = cli
+                .find_subcommand(name)
+                .expect("a README section names a subcommand");
+            for flag in line
+                .split(['`', ' ', '(', ')', ','])
+                .filter(|w| w.starts_with("--"))
+            {
+                let flag = flag
+                    .trim_start_matches('-')
+                    .split(['=', ' '])
+                    .next()
+                    .unwrap();
+                assert!(
+                    cmd.get_arguments().any(|a| a.get_long() == Some(flag)),
+                    "README names --{flag} under `dcgan {name}`, which has no such flag"
+                );
+            }
+        }
+    }
+}

@@ -140,3 +140,72 @@ macro_rules! with_backend {
         }
     };
 }
+
+/// Counts the kernels the WGPU backend launches, so `dcgan bench` can report launches per
+/// training step on any Vulkan driver, the software one included: cubecl's "minimal" profiling
+/// level logs one line per launch, fused kernels included, through the `log` crate, where
+/// this counts them. Process-wide, and only for `bench`: every launch then also sends a line to
+/// cubecl's logger thread.
+pub mod launches {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use cubecl_common::config::RuntimeConfig;
+    use cubecl_runtime::config::CubeClRuntimeConfig;
+
+    static LAUNCHES: AtomicU64 = AtomicU64::new(0);
+
+    struct Counter;
+
+    impl log::Log for Counter {
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            metadata.target().starts_with("cubecl")
+        }
+
+        fn log(&self, record: &log::Record) {
+            if self.enabled(record.metadata())
+                && record.args().as_str().map_or_else(
+                    || record.args().to_string().starts_with("Executing "),
+                    |s| s.starts_with("Executing "),
+                )
+            {
+                LAUNCHES.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    /// Starts counting. Must run before the first GPU tensor exists: cubecl reads its
+    /// configuration once. Returns false (and counts nothing) where that already happened or
+    /// another logger is installed.
+    pub fn enable() -> bool {
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        config.profiling.logger = match serde_json::from_value(serde_json::json!({
+            "level": "minimal",
+            "log": "info",
+        })) {
+            Ok(logger) => logger,
+            Err(_) => return false,
+        };
+        if log::set_logger(&Counter).is_err() {
+            return false;
+        }
+        log::set_max_level(log::LevelFilter::Info);
+        std::panic::catch_unwind(|| CubeClRuntimeConfig::set(config)).is_ok()
+    }
+
+    /// Launches counted so far, once cubecl's logger thread has delivered them all: call after
+    /// synchronising the device; the count is read when it has stopped changing.
+    pub fn settled() -> u64 {
+        let mut last = LAUNCHES.load(Ordering::Relaxed);
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = LAUNCHES.load(Ordering::Relaxed);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+}

@@ -13,6 +13,7 @@ use anyhow::{bail, Result};
 use burn::module::AutodiffModule;
 use serde::Serialize;
 
+use crate::backend::launches;
 use crate::config::TrainingConfig;
 use crate::data::cache;
 use crate::data::{self, Faces, ImageList, Split, FACE_BYTES};
@@ -42,6 +43,8 @@ pub struct BenchSettings {
     pub warmup: usize,
     pub runs: usize,
     pub backend_name: String,
+    /// Count the kernels a step launches (WGPU, with [`crate::backend::launches`] enabled).
+    pub count_launches: bool,
 }
 
 /// One measurement: the schema shared with `tests/reference/*.py`.
@@ -59,6 +62,10 @@ pub struct Measurement {
     pub images_per_sec: f64,
     pub threads: usize,
     pub peak_rss_mb: f64,
+    /// GPU kernels launched per training step, counted over two untimed steps after the
+    /// timed ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launches_per_step: Option<f64>,
 }
 
 fn time<T>(f: impl FnOnce() -> T) -> (f64, T) {
@@ -87,6 +94,7 @@ fn measurement(
         runs,
         threads: rayon::current_num_threads(),
         peak_rss_mb: progress::peak_rss_bytes() as f64 / (1 << 20) as f64,
+        launches_per_step: None,
     }
 }
 
@@ -204,7 +212,19 @@ fn bench_step<B: TrainBackend>(
         gan = Some(next.0);
         Ok(())
     })?;
-    let m = measurement("step", &s.backend_name, Some(batch), None, runs, batch);
+    let mut m = measurement("step", &s.backend_name, Some(batch), None, runs, batch);
+    if s.count_launches {
+        const STEPS: usize = 2;
+        B::sync(device).map_err(|e| anyhow::anyhow!("cannot synchronise the device: {e:?}"))?;
+        let before = launches::settled();
+        for i in 0..STEPS {
+            let mut r = rng(cfg.seed, i, Stream::Noise);
+            let next = gan.take().expect("a GAN");
+            gan = Some(next.step_on(cfg, &faces, &indices, &mut r, device).0);
+        }
+        B::sync(device).map_err(|e| anyhow::anyhow!("cannot synchronise the device: {e:?}"))?;
+        m.launches_per_step = Some((launches::settled() - before) as f64 / STEPS as f64);
+    }
     report(&m, &format!("step    batch {batch}"));
     Ok(m)
 }
@@ -226,8 +246,12 @@ fn bench_sample<B: TrainBackend>(s: &BenchSettings, device: &B::Device) -> Resul
 
 fn report(m: &Measurement, what: &str) {
     let runs: Vec<String> = m.runs.iter().map(|r| format!("{r:.3}")).collect();
+    let launches = m
+        .launches_per_step
+        .map(|l| format!("  {l:.0} kernel launches per step"))
+        .unwrap_or_default();
     eprintln!(
-        "{what:<22} median {:>8.3} s  {:>9.0} images/s  (runs: {})  peak rss {:.0} MB",
+        "{what:<22} median {:>8.3} s  {:>9.0} images/s  (runs: {})  peak rss {:.0} MB{launches}",
         m.median_s,
         m.images_per_sec,
         runs.join(" "),

@@ -110,6 +110,21 @@ fn wgpu_training_steps_match_cpu() {
     }
 }
 
+/// The GPU's convolution layers (im2col, one matrix product, col2im) against burn's own WGPU
+/// convolution ops: outputs and every gradient.
+#[test]
+fn wgpu_layers_match_burns_own_convolutions() {
+    seed_autotune_cache();
+    for (k, v) in LAVAPIPE_ENV {
+        std::env::set_var(k, v);
+    }
+    let Some(resolved) = adapter_or_skip("wgpu_layers_match_burns_own_convolutions") else {
+        return;
+    };
+    let d = dcgan::nn::gemm::difference_from_burn_on(&resolved);
+    assert!(d < 1e-4, "relative difference {d} on {}", resolved.name());
+}
+
 #[test]
 fn wgpu_samples_the_faces_cpu_samples() {
     if adapter_or_skip("wgpu_samples_the_faces_cpu_samples").is_none() {

@@ -60,6 +60,8 @@ pub(super) fn bench_command(args: BenchArgs) -> Result<()> {
     };
     let resolved = backend::resolve(args.backend)?;
     eprintln!("benchmarking on {}", resolved.name());
+    let gpu = matches!(resolved, backend::Resolved::Wgpu { .. });
+    let count_launches = gpu && parts.contains(&bench::Part::Step) && backend::launches::enable();
     let settings = bench::BenchSettings {
         data: args.data,
         limit: args.limit,
@@ -71,6 +73,7 @@ pub(super) fn bench_command(args: BenchArgs) -> Result<()> {
             backend::Resolved::Cpu => "cpu".into(),
             backend::Resolved::Wgpu { .. } => "wgpu".into(),
         },
+        count_launches,
     };
     let results = with_backend!(resolved, |B, device| bench::run::<Autodiff<B>>(
         &settings, &device

@@ -21,6 +21,8 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::TensorMetadata;
 use burn::tensor::{Tensor, TensorPrimitive};
 
+use super::gemm;
+
 /// The notebook's LeakyReLU slope (Keras's default is 0.3; the notebook sets 0.2).
 pub const LEAKY_SLOPE: f32 = 0.2;
 
@@ -206,7 +208,47 @@ fn flat<B: Backend>(t: Tensor<B, 3>) -> FloatTensor<B> {
     t.reshape([c]).into_primitive().tensor()
 }
 
-impl LayerBackend for Wgpu {}
+/// On the GPU each convolution and its gradients are one matrix product over the batch; the
+/// BatchNorm layers keep the defaults, whose element-wise chains burn's fusion merges.
+impl LayerBackend for Wgpu {
+    fn conv_down(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        gemm::conv_down::<Self>(x, w, b)
+    }
+
+    fn conv_up(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        gemm::conv_up::<Self>(x, w, b)
+    }
+
+    fn conv_down_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        _b: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        need: [bool; 3],
+    ) -> LayerGrads<Self> {
+        let [x, weight, bias] = gemm::conv_down_backward::<Self>(x, w, dy, need);
+        LayerGrads { x, weight, bias }
+    }
+
+    fn conv_up_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        _b: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        need: [bool; 3],
+    ) -> LayerGrads<Self> {
+        let [x, weight, bias] = gemm::conv_up_backward::<Self>(x, w, dy, need);
+        LayerGrads { x, weight, bias }
+    }
+}
 
 /// Training backends: autodiff over a backend whose inference twin also has the convolutions.
 pub trait TrainBackend: AutodiffBackend<InnerBackend: LayerBackend> + LayerBackend {}

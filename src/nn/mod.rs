@@ -7,6 +7,7 @@
 mod batch_norm;
 pub mod cpu;
 mod discriminator;
+pub mod gemm;
 mod generator;
 mod init;
 pub mod layer;

@@ -162,9 +162,10 @@ impl<B: TrainBackend> Gan<B> {
         device: &B::Device,
     ) -> (Self, StepStats) {
         let real = FaceBatcher::new(cfg.data.normalization).batch::<B>(faces, batch, device);
-        let noise_d = nn::noise::<B>(cfg, noise, batch.len(), device);
-        let noise_g = nn::noise::<B>(cfg, noise, batch.len(), device);
-        self.step(real, noise_d, noise_g)
+        // One upload for both: the same draws, in the same order, as two separate batches.
+        let n = batch.len();
+        let z = nn::noise::<B>(cfg, noise, 2 * n, device);
+        self.step(real, z.clone().narrow(0, 0, n), z.narrow(0, n, n))
     }
 
     /// One notebook step. `noise_d` makes the fakes D learns from, `noise_g` those G learns

@@ -10,7 +10,7 @@ use crate::config::NoiseDist;
 use crate::config::TrainingConfig;
 use crate::data::SIZE;
 use crate::data::{to_faces, write_grid, write_png};
-use crate::nn::{noise, Generator, LayerBackend, Mode};
+use crate::nn::{noise, torch_names, Generator, LayerBackend, Mode};
 use crate::rng::{rng, Stream};
 use crate::run;
 
@@ -56,7 +56,16 @@ pub fn load_generator<B: LayerBackend>(
             ckpt.display()
         );
     }
-    run::load_module(cfg.generator.init::<B>(0, device), ckpt, device)
+    let template = cfg.generator.init::<B>(0, device);
+    if ckpt.extension().is_some_and(|e| e == "safetensors") {
+        let tensors = run::safetensors::read_state_dict(ckpt)?;
+        return torch_names::generator_from_tensors(
+            template,
+            &tensors,
+            &ckpt.display().to_string(),
+        );
+    }
+    run::load_module(template, ckpt, device)
 }
 
 /// Generates `n` faces from `seed`: the same seed gives the same faces.

@@ -508,3 +508,63 @@ fn train_and_eval_read_a_celeba_zip_with_its_partition() {
     ]);
     assert!(err.contains("only 4 usable faces"), "{err}");
 }
+
+/// A generator exported as a PyTorch state dict samples the same faces as the checkpoint it
+/// came from; the discriminator exports too.
+#[test]
+fn export_to_safetensors_and_sample_from_it() {
+    let tmp = tempdir().unwrap();
+    let run = tmp.path().join("run");
+    train_small(&run, "1", &[]);
+    let st = tmp.path().join("g.safetensors");
+    let log = dcgan_ok(&["export", "--ckpt", p(&run.join("g.mpk")), "--out", p(&st)]);
+    assert!(log.contains("wrote 22 tensors"), "{log}");
+    let d = tmp.path().join("d.safetensors");
+    dcgan_ok(&["export", "--ckpt", p(&run.join("d.mpk")), "--out", p(&d)]);
+    let head = std::fs::read(&d).unwrap();
+    let len = u64::from_le_bytes(head[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&head[8..8 + len]).unwrap();
+    assert_eq!(header["11.weight"]["shape"], serde_json::json!([1, 4096]));
+    assert_eq!(header["3.num_batches_tracked"]["dtype"], "I64");
+
+    let config = run.join("config.json");
+    let mut grids = Vec::new();
+    for ckpt in [run.join("g.mpk"), st.clone()] {
+        let out = tmp.path().join(format!("{}.png", grids.len()));
+        dcgan_ok(&[
+            "sample",
+            "--ckpt",
+            p(&ckpt),
+            "--config",
+            p(&config),
+            "--n",
+            "16",
+            "--out",
+            p(&out),
+            "--backend",
+            "cpu",
+        ]);
+        grids.push(std::fs::read(&out).unwrap());
+    }
+    assert_eq!(
+        grids[0], grids[1],
+        "the same faces from g.mpk and g.safetensors"
+    );
+
+    // The discriminator's file is no generator, and says which tensor does not fit.
+    let err = dcgan_err(&[
+        "sample",
+        "--ckpt",
+        p(&d),
+        "--config",
+        p(&config),
+        "--out",
+        p(&tmp.path().join("x.png")),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        err.contains("tensor 0.weight has shape [32, 3, 4, 4]"),
+        "{err}"
+    );
+}

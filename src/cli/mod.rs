@@ -2,12 +2,14 @@
 
 mod bench;
 mod eval;
+mod export;
 mod plot;
 mod sample;
 mod train;
 
 pub use bench::BenchArgs;
 pub use eval::EvalArgs;
+pub use export::ExportArgs;
 pub use plot::PlotArgs;
 pub use sample::SampleArgs;
 pub use train::TrainArgs;
@@ -38,6 +40,7 @@ pub enum Command {
     Plot(PlotArgs),
     Bench(BenchArgs),
     Eval(EvalArgs),
+    Export(ExportArgs),
 }
 
 /// The exit code of a run stopped by Ctrl-C or SIGTERM after saving its checkpoint, as a
@@ -54,6 +57,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plot(args) => done(plot::plot_command(args)),
         Command::Bench(args) => done(bench::bench_command(args)),
         Command::Eval(args) => done(eval::eval_command(args)),
+        Command::Export(args) => done(export::export_command(args)),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod gemm;
 mod generator;
 mod init;
 pub mod layer;
+pub mod torch_names;
 
 pub use batch_norm::BatchNorm;
 pub use discriminator::Discriminator;

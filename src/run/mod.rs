@@ -4,6 +4,7 @@ mod atomic;
 mod checkpoint;
 mod log;
 mod record;
+pub mod safetensors;
 
 pub use atomic::{write_atomic, write_atomic_with};
 pub use checkpoint::{DataFingerprint, FileEntry, Manifest, Records, RunDir, MANIFEST, RECORDS};

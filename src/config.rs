@@ -61,6 +61,22 @@ pub struct TrainingConfig {
     /// Keep an exponential moving average of G's weights as `g_ema.mpk` (off unless set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema: Option<EmaConfig>,
+    /// The order of a training step (default: the notebook's).
+    #[serde(default, rename = "loop")]
+    pub gan_loop: GanLoop,
+}
+
+/// How one training step makes its fakes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GanLoop {
+    /// The notebook's: D learns from fakes G made in inference mode (no graph), then G learns
+    /// through a second fake batch made in training mode.
+    #[default]
+    Notebook,
+    /// The DCGAN paper's (and PyTorch's DCGAN example): one fake batch in training mode; D learns
+    /// from it detached, and G through the same batch. One G forward pass a step instead of two.
+    Paper,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]

@@ -643,3 +643,47 @@ fn resume_takes_the_original_command_line_and_refuses_changed_flags() {
     assert!(run(&again).status.success());
     assert_eq!(read_losses(&out.join("losses.jsonl")).unwrap().len(), 18);
 }
+
+/// The paper's loop trains differently from the notebook's, is recorded in the run's config,
+/// and resumes exactly: one epoch then a resume ends where a straight run does.
+#[test]
+fn paper_loop_resumes_exactly() {
+    let tmp = tempdir().unwrap();
+    let faces = faces_dir();
+    let run = |out: &Path, epochs: &str, extra: &[&str]| {
+        let mut args = train_args(p(&faces), p(out));
+        let i = args.iter().position(|a| *a == "--epochs").unwrap();
+        args[i + 1] = epochs;
+        args.extend_from_slice(extra);
+        dcgan_ok(&args);
+        read_losses(&out.join("losses.jsonl")).unwrap()
+    };
+    let straight = tmp.path().join("straight");
+    let a = run(&straight, "2", &["--loop", "paper"]);
+    let notebook = run(&tmp.path().join("notebook"), "2", &[]);
+    assert_ne!(
+        losses(&a),
+        losses(&notebook),
+        "--loop paper changed nothing"
+    );
+    let cfg = TrainingConfig::load(&straight.join("config.json")).unwrap();
+    assert_eq!(cfg.gan_loop, dcgan::config::GanLoop::Paper);
+
+    let resumed = tmp.path().join("resumed");
+    run(&resumed, "1", &["--loop", "paper"]);
+    let b = run(&resumed, "2", &["--loop", "paper", "--resume"]);
+    assert_eq!(losses(&a), losses(&b));
+    let diff = max_abs_diff(
+        &generator_weights(&straight, "g.mpk"),
+        &generator_weights(&resumed, "g.mpk"),
+    );
+    assert!(diff <= 1e-6, "weights differ by {diff}");
+    // The loop is part of the run: resuming with the other one is refused by name.
+    let mut other = train_args(p(&faces), p(&resumed));
+    other.extend(["--loop", "notebook", "--resume"]);
+    let err = dcgan_err(&other);
+    assert!(
+        err.contains("--loop notebook does not match this run's paper"),
+        "{err}"
+    );
+}

@@ -5,7 +5,7 @@ use clap::Args;
 
 use crate::backend::{self, Autodiff, BackendChoice};
 use crate::bench;
-use crate::config::Preset;
+use crate::config::{GanLoop, Preset};
 use crate::with_backend;
 
 /// Measure loading, training-step and sampling speed (medians of several runs).
@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Built-in preset whose networks and optimiser to use.
     #[arg(long, value_enum, default_value_t)]
     pub preset: Preset,
+    /// The order of a training step (see `dcgan train --help`).
+    #[arg(long = "loop", value_enum, default_value_t, value_name = "LOOP")]
+    pub gan_loop: GanLoop,
     /// Images per training step and per sampling pass.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub batch_size: u64,
@@ -46,6 +49,7 @@ pub struct BenchArgs {
 pub(super) fn bench_command(args: BenchArgs) -> Result<()> {
     let mut config = args.preset.config();
     config.batch_size = args.batch_size as usize;
+    config.gan_loop = args.gan_loop;
     config.validate().context("invalid benchmark settings")?;
     let parts = if args.only.is_empty() {
         let mut p = if args.data.is_some() {

@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::backend::{self, Autodiff, BackendChoice, Resolved};
-use crate::config::{EmaConfig, Preset, TrackConfig, TrainingConfig};
+use crate::config::{EmaConfig, GanLoop, Preset, TrackConfig, TrainingConfig};
 use crate::data::{self, cache, Faces, ImageList, Split};
 use crate::run::{DataFingerprint, Manifest, RunDir};
 use crate::train::{self, interrupt, Outcome, Start};
@@ -51,6 +51,10 @@ pub struct TrainArgs {
     /// Learning rate for both G and D.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// The order of a training step: the notebook's, or the DCGAN paper's (one fake batch a
+    /// step, made in training mode, that D learns from and G learns through).
+    #[arg(long = "loop", value_enum, value_name = "LOOP")]
+    pub gan_loop: Option<GanLoop>,
     /// Seed for initialisation, shuffling, noise and dropout.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -117,6 +121,9 @@ impl TrainArgs {
         if let Some(v) = self.seed {
             cfg.seed = v;
         }
+        if let Some(v) = self.gan_loop {
+            cfg.gan_loop = v;
+        }
         if let Some(every) = self.swd_every {
             cfg.track = Some(TrackConfig {
                 every_epochs: every,
@@ -138,6 +145,12 @@ impl TrainArgs {
         same("--limit", self.limit, saved.data.limit)?;
         same("--lr", self.lr, lrs)?;
         same("--seed", self.seed, Some(saved.seed))?;
+        let name = |l: GanLoop| format!("{l:?}").to_lowercase();
+        same(
+            "--loop",
+            self.gan_loop.map(name),
+            Some(name(saved.gan_loop)),
+        )?;
         same(
             "--swd-every",
             self.swd_every,
@@ -152,6 +165,7 @@ impl TrainArgs {
             base.optimizer_g.lr = saved.optimizer_g.lr;
             base.optimizer_d.lr = saved.optimizer_d.lr;
             base.seed = saved.seed;
+            base.gan_loop = saved.gan_loop;
             base.track = saved.track.clone();
             base.ema = saved.ema;
             let flag = match (&self.config, self.preset) {

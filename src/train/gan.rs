@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 
 use super::ema::Ema;
-use crate::config::{OptimizerConfig, TrainingConfig};
+use crate::config::{GanLoop, OptimizerConfig, TrainingConfig};
 use crate::data::{FaceBatcher, Faces};
 use crate::nn::{self, Discriminator, Generator, Mode, TrainBackend};
 use crate::rng::{stream_seed, Stream};
@@ -45,6 +45,7 @@ pub struct Gan<B: AutodiffBackend> {
     lr_d: f64,
     /// The moving average of G's weights, when the config keeps one.
     pub ema: Option<Ema<B::InnerBackend>>,
+    gan_loop: GanLoop,
 }
 
 /// Losses and D's outputs of one step, read back from the device in one transfer.
@@ -80,6 +81,7 @@ impl<B: TrainBackend> Gan<B> {
             opt_d: adam(&cfg.optimizer_d),
             lr_g: cfg.optimizer_g.lr,
             lr_d: cfg.optimizer_d.lr,
+            gan_loop: cfg.gan_loop,
         }
     }
 
@@ -148,6 +150,7 @@ impl<B: TrainBackend> Gan<B> {
             lr_g: fresh.lr_g,
             lr_d: fresh.lr_d,
             ema,
+            gan_loop: fresh.gan_loop,
         })
     }
 
@@ -184,10 +187,17 @@ impl<B: TrainBackend> Gan<B> {
             lr_g,
             lr_d,
             ema,
+            gan_loop,
         } = self;
 
-        // Keras predict_on_batch: inference mode, no graph, so D's loss cannot reach G.
-        let fakes = Tensor::from_inner(g.valid().forward(noise_d.inner(), Mode::Eval));
+        // The paper's loop makes its one fake batch first, in training mode, with G's graph.
+        let paper_fakes =
+            (gan_loop == GanLoop::Paper).then(|| g.forward(noise_g.clone(), Mode::Train));
+        let fakes = match &paper_fakes {
+            Some(f) => f.clone().detach(),
+            // Keras predict_on_batch: inference mode, no graph, so D's loss cannot reach G.
+            None => Tensor::from_inner(g.valid().forward(noise_d.inner(), Mode::Eval)),
+        };
 
         let logits = d.forward(real, Mode::Train);
         let real_mean = burn::tensor::activation::sigmoid(logits.clone().detach()).mean();
@@ -203,10 +213,8 @@ impl<B: TrainBackend> Gan<B> {
 
         // D frozen: no gradients for its weights, its running statistics left alone.
         let frozen = d.clone().no_grad();
-        let loss_g = bce_with_logits(
-            frozen.forward(g.forward(noise_g, Mode::Train), Mode::Frozen),
-            1.0,
-        );
+        let generated = paper_fakes.unwrap_or_else(|| g.forward(noise_g, Mode::Train));
+        let loss_g = bce_with_logits(frozen.forward(generated, Mode::Frozen), 1.0);
         let grads = GradientsParams::from_grads(loss_g.backward(), &g);
         let g = opt_g.step(lr_g, g, grads);
 
@@ -239,6 +247,7 @@ impl<B: TrainBackend> Gan<B> {
                 lr_g,
                 lr_d,
                 ema,
+                gan_loop,
             },
             stats,
         )

@@ -70,14 +70,19 @@ fn adapter_or_skip(test: &str) -> Option<Resolved> {
     }
 }
 
-#[test]
-fn wgpu_training_steps_match_cpu() {
+/// The adapter to test on, with the recorded autotune results in place and Mesa's settings
+/// made before the first Vulkan call (the driver reads them when it loads).
+fn lavapipe(test: &str) -> Option<Resolved> {
     seed_autotune_cache();
-    // Before the first Vulkan call: Mesa reads these when the driver loads.
     for (k, v) in LAVAPIPE_ENV {
         std::env::set_var(k, v);
     }
-    let Some(resolved) = adapter_or_skip("wgpu_training_steps_match_cpu") else {
+    adapter_or_skip(test)
+}
+
+#[test]
+fn wgpu_training_steps_match_cpu() {
+    let Some(resolved) = lavapipe("wgpu_training_steps_match_cpu") else {
         return;
     };
     eprintln!("wgpu adapter: {}", resolved.name());
@@ -114,11 +119,7 @@ fn wgpu_training_steps_match_cpu() {
 /// convolution ops: outputs and every gradient.
 #[test]
 fn wgpu_layers_match_burns_own_convolutions() {
-    seed_autotune_cache();
-    for (k, v) in LAVAPIPE_ENV {
-        std::env::set_var(k, v);
-    }
-    let Some(resolved) = adapter_or_skip("wgpu_layers_match_burns_own_convolutions") else {
+    let Some(resolved) = lavapipe("wgpu_layers_match_burns_own_convolutions") else {
         return;
     };
     let d = dcgan::nn::gemm::difference_from_burn_on(&resolved);
@@ -127,10 +128,9 @@ fn wgpu_layers_match_burns_own_convolutions() {
 
 #[test]
 fn wgpu_samples_the_faces_cpu_samples() {
-    if adapter_or_skip("wgpu_samples_the_faces_cpu_samples").is_none() {
+    if lavapipe("wgpu_samples_the_faces_cpu_samples").is_none() {
         return;
     }
-    seed_autotune_cache();
     let tmp = tempdir().unwrap();
     let run = tmp.path().join("run");
     let faces = faces_dir();

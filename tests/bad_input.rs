@@ -221,6 +221,12 @@ fn bad_arguments_are_refused_before_any_work() {
         "{err}"
     );
     assert!(!run.join("config.json").exists(), "nothing started");
+    let missing = tmp.path().join("missing.zip");
+    let err = dcgan_err(&["train", "--data", p(&missing), "--out", p(&run)]);
+    assert!(
+        err.contains("missing.zip does not exist") && err.contains("--data"),
+        "{err}"
+    );
 
     let err = dcgan_err(&["sample", "--n", "0"]);
     assert!(err.contains("invalid value '0'"), "{err}");

@@ -32,6 +32,12 @@ pub struct ImageList {
 impl ImageList {
     /// `path` is a folder of JPEG/PNG photos (any depth) or a `.zip` holding them.
     pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() && has_zip_extension(path) {
+            bail!(
+                "data archive {} does not exist\n  point --data at CelebA's zip (img_align_celeba.zip) or at the folder of its JPEGs",
+                path.display()
+            );
+        }
         if path.is_file() && has_zip_extension(path) {
             let zip = ZipArchive::open(path)?;
             let mut members: Vec<(PathBuf, usize)> = zip

@@ -1,10 +1,12 @@
 //! How good a generator is: the sliced Wasserstein distance to real faces, a copy check
 //! against the training faces, and the tracker that scores G during training.
 
+mod copy;
 pub mod swd;
 mod tracker;
 
-pub use swd::{copy_check, swd, CopyReport, SwdConfig, SwdReport};
+pub use copy::{copy_check, CopyReport};
+pub use swd::{swd, SwdConfig, SwdReport};
 pub use tracker::Tracker;
 
 /// The middle value, or the mean of the middle two; NaN for no values.
@@ -16,6 +18,35 @@ pub fn median(xs: &[f64]) -> f64 {
         n if n % 2 == 1 => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
+}
+
+/// Faces `r` of the 300 real CelebA photos the project ships for tests (in file-name
+/// order), cropped and resized as the trainer does: what the metrics' tests score.
+#[cfg(test)]
+pub(crate) fn test_faces(r: std::ops::Range<usize>) -> &'static [u8] {
+    use crate::data::FACE_BYTES as FACE;
+    use rayon::prelude::*;
+    use std::sync::OnceLock;
+
+    static FACES: OnceLock<Vec<u8>> = OnceLock::new();
+    let all = FACES.get_or_init(|| {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/faces");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 300, "expected 300 faces in {dir}");
+        let crop = crate::config::TrainingConfig::preset("dcgan")
+            .unwrap()
+            .data
+            .crop;
+        let face = |p: &std::path::PathBuf| {
+            crate::data::load_face(p, crop, crate::config::ResizeFilter::Bicubic).unwrap()
+        };
+        files.par_iter().flat_map_iter(face).collect()
+    });
+    &all[r.start * FACE..r.end * FACE]
 }
 
 #[cfg(test)]

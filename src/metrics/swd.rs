@@ -1,7 +1,6 @@
-//! Sample-quality metrics on 64x64 RGB faces (row-major HWC u8, packed back to back): the
-//! sliced Wasserstein distance (SWD) of Karras et al. 2018, "Progressive Growing of GANs",
-//! after their `metrics/sliced_wasserstein.py`, and a memorisation ("copy") check asking
-//! whether generated faces sit nearer the training faces than unseen real faces do.
+//! The sliced Wasserstein distance (SWD) of Karras et al. 2018, "Progressive Growing of GANs",
+//! after their `metrics/sliced_wasserstein.py`, on 64x64 RGB faces (row-major HWC u8, packed
+//! back to back).
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rayon::prelude::*;
@@ -13,7 +12,7 @@ const PIXELS: usize = SIDE * SIDE;
 /// The 1-D factor of Karras's 5x5 Gaussian ([1,4,6,4,1] outer itself, / 256).
 const TAPS: [f32; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
 /// Directions (or training faces) handled together in one pass over the rows.
-const GROUP: usize = 32;
+pub(super) const GROUP: usize = 32;
 
 /// SWD settings. `Default` is Karras's: 7x7 patches, 128 per image and level, levels down to
 /// 16x16, and 4 repeats of 128 random directions (512 projections in all).
@@ -250,7 +249,7 @@ fn unkey(k: u32) -> f32 {
 /// of rows.len() values per vector. The vectors are laid out component-major, so each step
 /// along a row is a run of independent multiply-adds the compiler turns into vector ops.
 #[allow(clippy::needless_range_loop)] // plain indexing: also tolerable in debug builds
-fn project(rows: &[f32], group: &[f32], dim: usize, out: &mut Vec<f32>) {
+pub(super) fn project(rows: &[f32], group: &[f32], dim: usize, out: &mut Vec<f32>) {
     let mut w = vec![0.0f32; dim * GROUP];
     for (j, d) in group.chunks(dim).enumerate() {
         (0..dim).for_each(|k| w[k * GROUP + j] = d[k]);
@@ -272,130 +271,10 @@ fn project(rows: &[f32], group: &[f32], dim: usize, out: &mut Vec<f32>) {
     }
 }
 
-/// Memorisation check: per face, the distance to its nearest training face.
-#[derive(Clone, Debug)]
-pub struct CopyReport {
-    /// Per generated face: RMS pixel difference (0..255 scale) to its nearest training face.
-    pub nearest: Vec<f32>,
-    /// Per holdout real face: the same; the yardstick for "close".
-    pub holdout_nearest: Vec<f32>,
-    /// Fraction of generated faces strictly nearer than the 5th percentile of
-    /// `holdout_nearest` (lower nearest rank: sorted[floor(0.05 (n - 1))]). About 0.05 for a
-    /// generator that does not copy, 1 for one that reproduces training faces; NaN without
-    /// holdout faces.
-    pub fraction_closer: f64,
-}
-
-/// Distances are Euclidean in pixel space on 32x32 images made by 2x2 averaging, reported as
-/// RMS per value (L2 / sqrt(3072)). Half the resolution is a quarter of the work (2,000 x
-/// 4,000 faces: 25 G multiply-adds, not 100 G), and a copy, even a slightly noisy one, stays
-/// far nearer its source than any other face, since what tells faces apart (shape, pose,
-/// hair, colour) lives at low frequencies. All sets are centred on the training mean to cut
-/// cancellation in |a|^2 + |b|^2 - 2 a.b, and the winner's distance is recomputed directly,
-/// so an exact copy reads exactly 0. Panics without training faces.
-pub fn copy_check(generated: &[u8], train: &[u8], holdout: &[u8]) -> CopyReport {
-    assert!(!train.is_empty(), "copy_check needs training faces");
-    let (mut g, mut t, mut h) = (shrink(generated), shrink(train), shrink(holdout));
-    let mut sum = vec![0.0f64; SMALL];
-    for f in t.chunks(SMALL) {
-        sum.iter_mut().zip(f).for_each(|(s, v)| *s += *v as f64);
-    }
-    let n = (train.len() / FACE) as f64;
-    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-    for set in [&mut g, &mut t, &mut h] {
-        let centre = |v: &mut [f32]| v.iter_mut().zip(&mean).for_each(|(v, m)| *v -= m);
-        set.par_chunks_mut(SMALL).for_each(centre);
-    }
-    let (nearest, holdout_nearest) = (nearest(&g, &t), nearest(&h, &t));
-    let mut sorted = holdout_nearest.clone();
-    sorted.sort_unstable_by(f32::total_cmp);
-    let cut = sorted.get(sorted.len().saturating_sub(1) / 20).copied();
-    let cut = cut.unwrap_or(f32::NAN); // no holdout: no yardstick
-    let closer = nearest.iter().filter(|&&d| d < cut).count() as f64;
-    let fraction_closer = match cut.is_nan() {
-        true => f64::NAN,
-        false => closer / nearest.len().max(1) as f64,
-    };
-    CopyReport {
-        nearest,
-        holdout_nearest,
-        fraction_closer,
-    }
-}
-
-const SMALL: usize = FACE / 4;
-
-fn shrink(faces: &[u8]) -> Vec<f32> {
-    let px = |f: &[u8], i: usize, dy: usize, dx: usize| {
-        f[((i / 96 * 2 + dy) * SIDE + i / 3 % 32 * 2 + dx) * 3 + i % 3] as f32
-    };
-    let quad =
-        |f: &[u8], i| (px(f, i, 0, 0) + px(f, i, 0, 1) + px(f, i, 1, 0) + px(f, i, 1, 1)) / 4.0;
-    let face = |f| (0..SMALL).map(move |i| quad(f, i));
-    faces.chunks(FACE).flat_map(face).collect()
-}
-
-/// Per query, the RMS difference to its nearest training face: rayon over tiles of GROUP
-/// training faces, each an L2-resident `project` of all queries. Ties go to the lower index,
-/// so the answer does not depend on how the tiles were shared out.
-fn nearest(queries: &[f32], train: &[f32]) -> Vec<f32> {
-    let nq = queries.len() / SMALL;
-    if nq == 0 {
-        return vec![];
-    }
-    let pick = |x: (f32, usize), y: (f32, usize)| if (y.0, y.1) < (x.0, x.1) { y } else { x };
-    let tile_best = |(ti, tile): (usize, &[f32])| {
-        // |query|^2 is the same for every candidate, so it is left out.
-        let (mut dots, mut best) = (vec![], vec![(f32::INFINITY, 0); nq]);
-        project(queries, tile, SMALL, &mut dots);
-        for (j, (d, t)) in dots.chunks(nq).zip(tile.chunks(SMALL)).enumerate() {
-            let norm: f32 = t.iter().map(|v| v * v).sum();
-            for (b, dq) in best.iter_mut().zip(d) {
-                *b = pick(*b, (norm - 2.0 * dq, ti * GROUP + j));
-            }
-        }
-        best
-    };
-    let tiles = train.par_chunks(GROUP * SMALL).enumerate().map(tile_best);
-    let best = tiles.reduce(
-        || vec![(f32::INFINITY, 0); nq],
-        |a, b| a.into_iter().zip(b).map(|(x, y)| pick(x, y)).collect(),
-    );
-    let exact = |(q, (_, i)): (&[f32], (f32, usize))| {
-        let t = &train[i * SMALL..][..SMALL];
-        (q.iter().zip(t).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / SMALL as f32).sqrt()
-    };
-    queries.par_chunks(SMALL).zip(best).map(exact).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::OnceLock;
-
-    /// Faces `r` of the 300 real CelebA photos the project ships for tests (in file-name
-    /// order), cropped and resized as the trainer does.
-    fn faces(r: std::ops::Range<usize>) -> &'static [u8] {
-        static FACES: OnceLock<Vec<u8>> = OnceLock::new();
-        let all = FACES.get_or_init(|| {
-            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/faces");
-            let mut files: Vec<_> = std::fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
-            assert_eq!(files.len(), 300, "expected 300 faces in {dir}");
-            let crop = crate::config::TrainingConfig::preset("dcgan")
-                .unwrap()
-                .data
-                .crop;
-            let face = |p: &std::path::PathBuf| {
-                crate::data::load_face(p, crop, crate::config::ResizeFilter::Bicubic).unwrap()
-            };
-            files.par_iter().flat_map_iter(face).collect()
-        });
-        &all[r.start * FACE..r.end * FACE]
-    }
+    use crate::metrics::test_faces as faces;
 
     /// Karras's descriptors, but 32 directions once: 1/16 of the projecting and sorting.
     fn quick(descriptors_per_image: usize) -> SwdConfig {
@@ -455,30 +334,5 @@ mod tests {
         );
         assert!(pyr[0].iter().chain(&pyr[1]).all(|v| v.abs() < 1e-3));
         assert!(pyr[2].iter().all(|v| (v - 77.0).abs() < 1e-3));
-    }
-
-    #[test]
-    fn copy_check_flags_copies_not_fresh_faces() {
-        let (train, holdout) = (faces(0..200), faces(200..250));
-        let copies = copy_check(faces(20..60), train, holdout);
-        assert!(copies.nearest.iter().all(|&d| d == 0.0), "{copies:?}");
-        assert!(
-            copies.holdout_nearest.iter().all(|&d| d > 5.0),
-            "{copies:?}"
-        );
-        assert_eq!(copies.fraction_closer, 1.0);
-        let fresh = copy_check(faces(250..300), train, holdout);
-        assert!(
-            fresh.nearest.iter().all(|&d| d > 5.0) && fresh.fraction_closer < 0.2,
-            "{fresh:?}"
-        );
-        // Copies with a little noise are still far nearer their sources than fresh faces.
-        let mut rng = StdRng::seed_from_u64(3);
-        let noisy: Vec<u8> = faces(0..50)
-            .iter()
-            .map(|&v| v.saturating_add(rng.random_range(0..8)))
-            .collect();
-        assert!(copy_check(&noisy, train, holdout).fraction_closer > 0.9);
-        assert!(copy_check(&noisy, train, &[]).fraction_closer.is_nan());
     }
 }

@@ -687,3 +687,39 @@ fn paper_loop_resumes_exactly() {
         "{err}"
     );
 }
+
+/// A kill after the last checkpoint's manifest but before `g.mpk`, `d.mpk` and `g_ema.mpk` were
+/// refreshed leaves them one checkpoint behind; resuming the finished run writes them again
+/// from the checkpoint.
+#[test]
+fn resume_refreshes_the_networks_a_kill_left_behind() {
+    let tmp = tempdir().unwrap();
+    let faces = faces_dir();
+    let out = tmp.path().join("run");
+    let mut args = train_args(p(&faces), p(&out));
+    let i = args.iter().position(|a| *a == "--epochs").unwrap();
+    args[i + 1] = "1";
+    dcgan_ok(&args);
+    let expected = [
+        generator_weights(&out, "g.mpk"),
+        generator_weights(&out, "g_ema.mpk"),
+    ];
+    let stale = tmp.path().join("stale");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::copy(out.join("config.json"), stale.join("config.json")).unwrap();
+    // Stand-ins from another run, as if the copies were a checkpoint behind.
+    let other_out = stale.join("other");
+    let mut other = train_args(p(&faces), p(&other_out));
+    other[i + 1] = "1";
+    let s = other.iter().position(|a| *a == "--seed").unwrap();
+    other[s + 1] = "5";
+    dcgan_ok(&other);
+    for f in ["g.mpk", "g_ema.mpk", "d.mpk"] {
+        std::fs::copy(other_out.join(f), out.join(f)).unwrap();
+    }
+    assert!(max_abs_diff(&generator_weights(&out, "g.mpk"), &expected[0]) > 1e-3);
+    args.push("--resume");
+    dcgan_ok(&args);
+    assert_eq!(generator_weights(&out, "g.mpk"), expected[0]);
+    assert_eq!(generator_weights(&out, "g_ema.mpk"), expected[1]);
+}

@@ -196,12 +196,27 @@ impl RunDir {
         }
         let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
         write_atomic(&self.manifest(), json.as_bytes())?;
-        write_atomic(&self.generator(), &records.g)?;
-        write_atomic(&self.discriminator(), &records.d)?;
-        if let Some(ema) = &records.g_ema {
-            write_atomic(&self.ema_generator(), ema)?;
-        }
+        self.write_copies(records)?;
         self.remove_stale(&manifest);
+        Ok(())
+    }
+
+    /// `g.mpk`, `d.mpk` and `g_ema.mpk`: the latest checkpoint's networks where `sample` and
+    /// `eval` look for them. Written after the manifest, so a resume writes them again from
+    /// the checkpoint it loads: a kill between the two would otherwise leave them one
+    /// checkpoint behind, for good if that was the run's last. Only files whose contents
+    /// differ are rewritten.
+    pub fn write_copies(&self, records: &Records) -> Result<()> {
+        let copies = [
+            (self.generator(), Some(&records.g)),
+            (self.discriminator(), Some(&records.d)),
+            (self.ema_generator(), records.g_ema.as_ref()),
+        ];
+        for (path, bytes) in copies.iter().filter_map(|(p, b)| Some((p, (*b)?))) {
+            if std::fs::read(path).ok().as_ref() != Some(bytes) {
+                write_atomic(path, bytes)?;
+            }
+        }
         Ok(())
     }
 

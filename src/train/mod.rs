@@ -256,6 +256,9 @@ pub fn train<B: TrainBackend>(
     let (mut gan, mut step) = match &start {
         Start::Fresh => (Gan::<B>::new(cfg, device), 0),
         Start::Resume(manifest, records) => {
+            run.write_copies(records).context(
+                "the checkpoint is intact; fix the problem (e.g. free disk space) and continue with --resume",
+            )?;
             (Gan::<B>::restore(cfg, records, run, device)?, manifest.step)
         }
     };

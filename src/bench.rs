@@ -202,27 +202,25 @@ fn bench_step<B: TrainBackend>(
     let faces = faces_for_steps(loaded, batch);
     let indices: Vec<usize> = (0..batch).collect();
     let mut gan = Some(Gan::<B>::new(cfg, device));
-    let (runs, ()) = repeat(s, |i| {
+    // `step_on` reads the losses back, so a timed step ends after the device finished.
+    let mut step = |i: usize| {
         let mut r = rng(cfg.seed, i, Stream::Noise);
-        // `step_on` reads the losses back, so the clock stops after the device finished.
-        let next = gan
-            .take()
-            .expect("a GAN")
-            .step_on(cfg, &faces, &indices, &mut r, device);
-        gan = Some(next.0);
+        let next = gan.take().expect("a GAN");
+        gan = Some(next.step_on(cfg, &faces, &indices, &mut r, device).0);
+    };
+    let (runs, ()) = repeat(s, |i| {
+        step(i);
         Ok(())
     })?;
     let mut m = measurement("step", &s.backend_name, Some(batch), None, runs, batch);
     if s.count_launches {
         const STEPS: usize = 2;
-        B::sync(device).map_err(|e| anyhow::anyhow!("cannot synchronise the device: {e:?}"))?;
+        let sync =
+            || B::sync(device).map_err(|e| anyhow::anyhow!("cannot synchronise the device: {e:?}"));
+        sync()?;
         let before = launches::settled();
-        for i in 0..STEPS {
-            let mut r = rng(cfg.seed, i, Stream::Noise);
-            let next = gan.take().expect("a GAN");
-            gan = Some(next.step_on(cfg, &faces, &indices, &mut r, device).0);
-        }
-        B::sync(device).map_err(|e| anyhow::anyhow!("cannot synchronise the device: {e:?}"))?;
+        (0..STEPS).for_each(&mut step);
+        sync()?;
         m.launches_per_step = Some((launches::settled() - before) as f64 / STEPS as f64);
     }
     report(&m, &format!("step    batch {batch}"));

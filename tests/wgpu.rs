@@ -122,7 +122,7 @@ fn wgpu_layers_match_burns_own_convolutions() {
     let Some(resolved) = lavapipe("wgpu_layers_match_burns_own_convolutions") else {
         return;
     };
-    let d = dcgan::nn::gemm::difference_from_burn_on(&resolved);
+    let d = dcgan::nn::check::difference_from_burn_on(&resolved);
     assert!(d < 1e-4, "relative difference {d} on {}", resolved.name());
 }
 

@@ -5,6 +5,7 @@
 //! `trainable = False`, which puts BatchNorm in inference mode while Dropout stays active.
 
 mod batch_norm;
+pub mod check;
 pub mod cpu;
 mod discriminator;
 pub mod gemm;

@@ -1,0 +1,128 @@
+//! Test hooks: the GPU's layers against burn's own ops, callable from the integration tests
+//! on any backend without each test binary compiling its own copy of the layers.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use super::gemm::{conv_down, conv_down_backward, conv_up, conv_up_backward, p, t};
+
+/// The largest difference between these layers and burn's own convolution ops on backend
+/// `B`, over the outputs and every gradient, relative to the largest value compared. A test
+/// hook: it lets the tests check any backend without compiling their own copy of the layers.
+#[doc(hidden)]
+pub fn difference_from_burn<B: burn::tensor::backend::AutodiffBackend>(device: &B::Device) -> f32 {
+    use burn::tensor::module::{conv2d, conv_transpose2d};
+    use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+    use rand::{Rng, SeedableRng};
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut random = |shape: [usize; 4]| -> Tensor<B::InnerBackend, 4> {
+        let v: Vec<f32> = (0..shape.iter().product())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        Tensor::from_data(TensorData::new(v, shape), device)
+    };
+    let (x_down, w_down, dy_down) = (
+        random([2, 3, 8, 8]),
+        random([5, 3, 4, 4]),
+        random([2, 5, 4, 4]),
+    );
+    let (x_up, w_up, dy_up) = (
+        random([2, 5, 4, 4]),
+        random([5, 3, 4, 4]),
+        random([2, 3, 8, 8]),
+    );
+    let bias = |n: usize| {
+        let v: Vec<f32> = (0..n).map(|i| 0.1 * i as f32 - 0.2).collect();
+        Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(v, [n]), device)
+    };
+    let mut worst = Worst::default();
+    for up in [false, true] {
+        let (x, w, dy, o) = if up {
+            (&x_up, &w_up, &dy_up, 3)
+        } else {
+            (&x_down, &w_down, &dy_down, 5)
+        };
+        let b = bias(o);
+        // burn's ops, differentiated by burn's autodiff through (y * dy).sum().
+        let xa = Tensor::<B, 4>::from_inner(x.clone()).require_grad();
+        let wa = Tensor::<B, 4>::from_inner(w.clone()).require_grad();
+        let ba = Tensor::<B, 1>::from_inner(b.clone()).require_grad();
+        let y = if up {
+            let o = ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1);
+            conv_transpose2d(xa.clone(), wa.clone(), Some(ba.clone()), o)
+        } else {
+            conv2d(
+                xa.clone(),
+                wa.clone(),
+                Some(ba.clone()),
+                ConvOptions::new([2, 2], [1, 1], [1, 1], 1),
+            )
+        };
+        let grads = y
+            .clone()
+            .mul(Tensor::from_inner(dy.clone()))
+            .sum()
+            .backward();
+        let (px, pw, pb, pdy) = (p(x.clone()), p(w.clone()), p(b), p(dy.clone()));
+        let (ours, [gx, gw, gb]) = if up {
+            (
+                conv_up::<B::InnerBackend>(px.clone(), pw.clone(), pb),
+                conv_up_backward::<B::InnerBackend>(px, pw, pdy, [true; 3]),
+            )
+        } else {
+            (
+                conv_down::<B::InnerBackend>(px.clone(), pw.clone(), pb),
+                conv_down_backward::<B::InnerBackend>(px, pw, pdy, [true; 3]),
+            )
+        };
+        worst.add(t::<_, 4>(ours), y.inner());
+        worst.add(t::<_, 4>(gx.unwrap()), xa.grad(&grads).unwrap());
+        worst.add(t::<_, 4>(gw.unwrap()), wa.grad(&grads).unwrap());
+        worst.add(t::<_, 1>(gb.unwrap()), ba.grad(&grads).unwrap());
+    }
+    worst.relative()
+}
+
+/// The largest absolute difference seen, and the largest magnitude it is relative to.
+#[derive(Default)]
+struct Worst {
+    diff: f32,
+    scale: f32,
+}
+
+impl Worst {
+    fn add<B: Backend, const D: usize>(&mut self, ours: Tensor<B, D>, burns: Tensor<B, D>) {
+        assert_eq!(ours.dims(), burns.dims(), "shapes differ");
+        let a = ours.into_data().to_vec::<f32>().expect("f32");
+        let b = burns.into_data().to_vec::<f32>().expect("f32");
+        for (x, y) in a.iter().zip(&b) {
+            self.diff = self.diff.max((x - y).abs());
+            self.scale = self.scale.max(y.abs());
+        }
+    }
+
+    fn relative(&self) -> f32 {
+        self.diff / self.scale.max(1e-12)
+    }
+}
+
+/// [`difference_from_burn`] on a resolved backend, compiled once here rather than in each test
+/// binary. A test hook.
+#[doc(hidden)]
+pub fn difference_from_burn_on(backend: &crate::backend::Resolved) -> f32 {
+    crate::with_backend!(backend, |B, device| difference_from_burn::<
+        burn::backend::Autodiff<B>,
+    >(&device))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, Flex};
+
+    #[test]
+    fn matches_burns_convolutions_and_their_gradients_on_the_cpu() {
+        let d = super::difference_from_burn::<Autodiff<Flex>>(&Default::default());
+        assert!(d < 1e-5, "relative difference {d}");
+    }
+}

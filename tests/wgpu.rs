@@ -126,6 +126,17 @@ fn wgpu_layers_match_burns_own_convolutions() {
     assert!(d < 1e-4, "relative difference {d} on {}", resolved.name());
 }
 
+/// The GPU's LeakyReLU + BatchNorm kernels against the textbook formula on burn's own WGPU
+/// ops: output, batch statistics and every gradient.
+#[test]
+fn wgpu_leaky_bn_kernels_match_burns_ops() {
+    let Some(resolved) = lavapipe("wgpu_leaky_bn_kernels_match_burns_ops") else {
+        return;
+    };
+    let d = dcgan::nn::check::leaky_bn_difference_from_burn_on(&resolved);
+    assert!(d < 1e-4, "relative difference {d} on {}", resolved.name());
+}
+
 #[test]
 fn wgpu_samples_the_faces_cpu_samples() {
     if lavapipe("wgpu_samples_the_faces_cpu_samples").is_none() {

@@ -5,6 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::gemm::{conv_down, conv_down_backward, conv_up, conv_up_backward, p, t};
+use super::LayerBackend;
 
 /// The largest difference between these layers and burn's own convolution ops on backend
 /// `B`, over the outputs and every gradient, relative to the largest value compared. A test
@@ -116,6 +117,89 @@ pub fn difference_from_burn_on(backend: &crate::backend::Resolved) -> f32 {
     >(&device))
 }
 
+/// The largest difference between backend `B`'s LeakyReLU + BatchNorm layer and the textbook
+/// formula on burn's differentiable ops, over the output, the batch statistics and the three
+/// gradients, relative to the largest value compared. A test hook, as
+/// [`difference_from_burn`] is for the convolutions.
+#[doc(hidden)]
+pub fn leaky_bn_difference_from_burn<B>(device: &B::Device) -> f32
+where
+    B: burn::tensor::backend::AutodiffBackend,
+    B::InnerBackend: super::LayerBackend,
+{
+    use burn::tensor::activation::leaky_relu;
+    use burn::tensor::{Tensor, TensorData};
+    use rand::{Rng, SeedableRng};
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut random = |shape: Vec<usize>, scale: f32, offset: f32| {
+        let v: Vec<f32> = (0..shape.iter().product())
+            .map(|_| offset + scale * rng.random_range(-1.0..1.0))
+            .collect();
+        TensorData::new(v, shape)
+    };
+    let mut worst = Worst::default();
+    let eps = 1e-3;
+    // Fewer elements per channel than threads, and more (with a remainder), and an offset mean.
+    for [n, c, h] in [[3, 5, 6], [4, 3, 17]] {
+        let x = Tensor::<B, 4>::from_data(random(vec![n, c, h, h], 3.0, 0.5), device);
+        let gamma = Tensor::<B, 1>::from_data(random(vec![c], 0.5, 1.0), device);
+        let beta = Tensor::<B, 1>::from_data(random(vec![c], 0.5, 0.0), device);
+        let dy =
+            Tensor::<B::InnerBackend, 4>::from_data(random(vec![n, c, h, h], 1.0, 0.0), device);
+        let (x, gamma, beta) = (x.require_grad(), gamma.require_grad(), beta.require_grad());
+
+        let a = leaky_relu(x.clone(), super::layer::LEAKY_SLOPE as f64);
+        let m = a.clone().mean_dim(0).mean_dim(2).mean_dim(3);
+        let v = a
+            .clone()
+            .sub(m.clone())
+            .square()
+            .mean_dim(0)
+            .mean_dim(2)
+            .mean_dim(3);
+        let y = a
+            .sub(m.clone())
+            .div(v.clone().add_scalar(eps).sqrt())
+            .mul(gamma.clone().reshape([1, c, 1, 1]))
+            .add(beta.clone().reshape([1, c, 1, 1]));
+        let grads = y
+            .clone()
+            .mul(Tensor::from_inner(dy.clone()))
+            .sum()
+            .backward();
+
+        let (px, pg, pb) = (
+            p(x.clone().inner()),
+            p(gamma.clone().inner()),
+            p(beta.clone().inner()),
+        );
+        let [oy, om, ov] = B::InnerBackend::leaky_bn(px.clone(), pg.clone(), pb.clone(), eps);
+        let g = B::InnerBackend::leaky_bn_backward(px, pg, pb, p(dy), eps, [true; 3]);
+        worst.add(t::<_, 4>(oy), y.inner());
+        worst.add(t::<_, 1>(om), m.reshape([c]).inner());
+        worst.add(t::<_, 1>(ov), v.reshape([c]).inner());
+        worst.add(t::<_, 4>(g.x.expect("dx")), x.grad(&grads).expect("x grad"));
+        worst.add(
+            t::<_, 1>(g.weight.expect("dgamma")),
+            gamma.grad(&grads).expect("gamma grad"),
+        );
+        worst.add(
+            t::<_, 1>(g.bias.expect("dbeta")),
+            beta.grad(&grads).expect("beta grad"),
+        );
+    }
+    worst.relative()
+}
+
+/// [`leaky_bn_difference_from_burn`] on a resolved backend. A test hook.
+#[doc(hidden)]
+pub fn leaky_bn_difference_from_burn_on(backend: &crate::backend::Resolved) -> f32 {
+    crate::with_backend!(backend, |B, device| leaky_bn_difference_from_burn::<
+        burn::backend::Autodiff<B>,
+    >(&device))
+}
+
 #[cfg(test)]
 mod tests {
     use burn::backend::{Autodiff, Flex};
@@ -123,6 +207,14 @@ mod tests {
     #[test]
     fn matches_burns_convolutions_and_their_gradients_on_the_cpu() {
         let d = super::difference_from_burn::<Autodiff<Flex>>(&Default::default());
+        assert!(d < 1e-5, "relative difference {d}");
+    }
+
+    /// The CPU's LeakyReLU + BatchNorm (`cpu.rs`) against the same formula; the WGPU kernels
+    /// (`fused_bn.rs`) are checked by `tests/wgpu.rs` on a Vulkan driver.
+    #[test]
+    fn cpu_leaky_bn_matches_the_formula_on_burns_ops() {
+        let d = super::leaky_bn_difference_from_burn::<Autodiff<Flex>>(&Default::default());
         assert!(d < 1e-5, "relative difference {d}");
     }
 }

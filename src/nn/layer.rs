@@ -21,6 +21,7 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::TensorMetadata;
 use burn::tensor::{Tensor, TensorPrimitive};
 
+use super::fused_bn::FusedBn;
 use super::gemm;
 
 /// The notebook's LeakyReLU slope (Keras's default is 0.3; the notebook sets 0.2).
@@ -208,9 +209,34 @@ fn flat<B: Backend>(t: Tensor<B, 3>) -> FloatTensor<B> {
     t.reshape([c]).into_primitive().tensor()
 }
 
-/// On the GPU each convolution and its gradients are one matrix product over the batch; the
-/// BatchNorm layers keep the defaults, whose element-wise chains burn's fusion merges.
+/// On the GPU each convolution and its gradients are one matrix product over the batch, and
+/// LeakyReLU + BatchNorm is two kernels of our own each way (`fused_bn.rs`).
 impl LayerBackend for Wgpu {
+    fn leaky_bn(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        Self::fused_leaky_bn(x, gamma, beta, eps)
+    }
+
+    fn leaky_bn_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        eps: f64,
+        need: [bool; 3],
+    ) -> LayerGrads<Self> {
+        let [dx, dgamma, dbeta] = Self::fused_leaky_bn_backward(x, gamma, dy, eps);
+        LayerGrads {
+            x: need[0].then_some(dx),
+            weight: need[1].then_some(dgamma),
+            bias: need[2].then_some(dbeta),
+        }
+    }
+
     fn conv_down(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,

@@ -8,6 +8,7 @@ mod batch_norm;
 pub mod check;
 pub mod cpu;
 mod discriminator;
+pub mod fused_bn;
 pub mod gemm;
 mod generator;
 mod init;

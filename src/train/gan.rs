@@ -13,6 +13,16 @@ use crate::nn::{self, Discriminator, Generator, Mode, TrainBackend};
 use crate::rng::{stream_seed, Stream};
 use crate::run::{self, Records, RunDir};
 
+/// D's logits on `images` in training mode, and the mean of their sigmoid (detached).
+fn d_forward<B: TrainBackend>(
+    d: &Discriminator<B>,
+    images: Tensor<B, 4>,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let logits = d.forward(images, Mode::Train);
+    let mean = burn::tensor::activation::sigmoid(logits.clone().detach()).mean();
+    (logits, mean)
+}
+
 /// Binary cross-entropy of `sigmoid(logits)` against a constant label, computed from the
 /// logits as max(x, 0) - x*y + log(1 + exp(-|x|)), which never takes the log of zero.
 pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 2>, label: f32) -> Tensor<B, 1> {
@@ -171,8 +181,10 @@ impl<B: TrainBackend> Gan<B> {
         self.step(real, z.clone().narrow(0, 0, n), z.narrow(0, n, n))
     }
 
-    /// One notebook step. `noise_d` makes the fakes D learns from, `noise_g` those G learns
-    /// through.
+    /// One step of the config's loop. Notebook: `noise_d` makes (in inference mode) the fakes
+    /// D learns from, `noise_g` those G learns through; D takes one update per batch. Paper:
+    /// one fake batch from `noise_g` in training mode serves both, and D takes one update on
+    /// the real and fake batches' summed gradients; `noise_d` is unused.
     pub fn step(
         self,
         real: Tensor<B, 4>,
@@ -199,16 +211,24 @@ impl<B: TrainBackend> Gan<B> {
             None => Tensor::from_inner(g.valid().forward(noise_d.inner(), Mode::Eval)),
         };
 
-        let logits = d.forward(real, Mode::Train);
-        let real_mean = burn::tensor::activation::sigmoid(logits.clone().detach()).mean();
+        let (logits, real_mean) = d_forward(&d, real);
         let loss_real = bce_with_logits(logits, 1.0);
-        let grads = GradientsParams::from_grads(loss_real.backward(), &d);
-        let d = opt_d.step(lr_d, d, grads);
-
-        let logits = d.forward(fakes, Mode::Train);
-        let fake_mean = burn::tensor::activation::sigmoid(logits.clone().detach()).mean();
+        let d = match gan_loop {
+            // Keras's two train_on_batch calls: two updates, the second through the first.
+            GanLoop::Notebook => {
+                let grads = GradientsParams::from_grads(loss_real.backward(), &d);
+                opt_d.step(lr_d, d, grads)
+            }
+            // PyTorch's DCGAN example: both batches' gradients summed into one update.
+            GanLoop::Paper => d,
+        };
+        let (logits, fake_mean) = d_forward(&d, fakes);
         let loss_fake = bce_with_logits(logits, 0.0);
-        let grads = GradientsParams::from_grads(loss_fake.backward(), &d);
+        let d_loss = match gan_loop {
+            GanLoop::Notebook => loss_fake.clone(),
+            GanLoop::Paper => loss_real.clone().add(loss_fake.clone()),
+        };
+        let grads = GradientsParams::from_grads(d_loss.backward(), &d);
         let d = opt_d.step(lr_d, d, grads);
 
         // D frozen: no gradients for its weights, its running statistics left alone.

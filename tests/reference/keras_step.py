@@ -58,7 +58,7 @@ def build_generator():
     return generator
 
 
-def build_discriminator():
+def build_discriminator(dropout=0.5):
     discriminator = Sequential()
     discriminator.add(Input([64, 64, 3]))
     discriminator.add(Conv2D(32, kernel_size=4, strides=2, padding="same"))
@@ -71,7 +71,7 @@ def build_discriminator():
     discriminator.add(Conv2D(256, kernel_size=4, strides=2, padding="same"))
     discriminator.add(LeakyReLU(0.2))
     discriminator.add(Flatten())
-    discriminator.add(Dropout(0.5))
+    discriminator.add(Dropout(dropout))
     discriminator.add(Dense(1, activation='sigmoid'))
     return discriminator
 

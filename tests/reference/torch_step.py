@@ -45,22 +45,25 @@ from bench_common import core_count, emit, keep_stdout_clean, record
 NOISE = 100
 
 
-def generator():
+def generator(output=nn.Sigmoid, eps=1e-3, momentum=0.01):
+    """The notebook's G; the defaults are Keras's BatchNorm and the notebook's sigmoid (the
+    dcgan preset: output=nn.Tanh, eps=1e-5, momentum=0.1)."""
     def up(cin, cout):
         return [nn.ConvTranspose2d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.2),
-                nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01)]
+                nn.BatchNorm2d(cout, eps=eps, momentum=momentum)]
     return nn.Sequential(nn.Linear(NOISE, 4 * 4 * 512), nn.Unflatten(1, (512, 4, 4)),
                          *up(512, 256), *up(256, 128), *up(128, 64),
-                         nn.ConvTranspose2d(64, 3, 4, 2, 1), nn.Sigmoid())
+                         nn.ConvTranspose2d(64, 3, 4, 2, 1), output())
 
 
-def discriminator():
+def discriminator(eps=1e-3, momentum=0.01, dropout=0.5):
     def down(cin, cout, bn=True):
         return [nn.Conv2d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.2)] + (
-            [nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01)] if bn else [])
+            [nn.BatchNorm2d(cout, eps=eps, momentum=momentum)] if bn else [])
     return nn.Sequential(nn.Conv2d(3, 32, 4, 2, 1),  # no activation, as the notebook
                          *down(32, 64), *down(64, 128), *down(128, 256, bn=False),
-                         nn.Flatten(), nn.Dropout(0.5), nn.Linear(4 * 4 * 256, 1), nn.Sigmoid())
+                         nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * 4 * 256, 1),
+                         nn.Sigmoid())
 
 
 def keras_init(model):

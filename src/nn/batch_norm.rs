@@ -43,14 +43,19 @@ impl<B: LayerBackend> BatchNorm<B> {
     /// notebook, fused into one backend operation where batch statistics are used.
     pub fn leaky_forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         if mode == Mode::Eval {
-            let scale = self
-                .gamma
-                .val()
-                .div(self.running_var.value().add_scalar(self.epsilon).sqrt());
+            // `value()` can lag one update behind (burn keeps the newest one aside until the
+            // next update or sync): D frozen on its running statistics right after its own
+            // update would normalise with the previous step's.
+            let scale = self.gamma.val().div(
+                self.running_var
+                    .value_sync()
+                    .add_scalar(self.epsilon)
+                    .sqrt(),
+            );
             let shift = self
                 .beta
                 .val()
-                .sub(self.running_mean.value().mul(scale.clone()));
+                .sub(self.running_mean.value_sync().mul(scale.clone()));
             return Tensor::from_primitive(TensorPrimitive::Float(B::leaky_affine(
                 x.into_primitive().tensor(),
                 scale.into_primitive().tensor(),

@@ -154,6 +154,19 @@ pub struct OptimizerConfig {
     pub beta1: f32,
     pub beta2: f32,
     pub epsilon: f32,
+    /// Where epsilon enters Adam's update (`train/adam.rs`).
+    #[serde(default)]
+    pub epsilon_form: EpsilonForm,
+}
+
+/// Where Adam adds epsilon: to the bias-corrected sqrt(v) (PyTorch, burn) or to the raw
+/// sqrt(v) (Keras).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EpsilonForm {
+    #[default]
+    Pytorch,
+    Keras,
 }
 
 impl TrainingConfig {

@@ -1,11 +1,12 @@
 use anyhow::Result;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 
+use super::adam::Adam;
 use super::ema::Ema;
 use crate::config::{GanLoop, OptimizerConfig, TrainingConfig};
 use crate::data::{FaceBatcher, Faces};
@@ -38,11 +39,7 @@ pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 2>, label: f32) -> Tensor<B
 type Opt<M, B> = OptimizerAdaptor<Adam, M, B>;
 
 fn adam<B: AutodiffBackend, M: AutodiffModule<B>>(s: &OptimizerConfig) -> Opt<M, B> {
-    AdamConfig::new()
-        .with_beta_1(s.beta1)
-        .with_beta_2(s.beta2)
-        .with_epsilon(s.epsilon)
-        .init()
+    OptimizerAdaptor::from(Adam::new(s))
 }
 
 /// Both networks and their optimisers: everything one training step changes.

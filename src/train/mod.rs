@@ -8,10 +8,12 @@
 //! from a generator that runs across steps, so a resumed run needs no saved RNG state to
 //! continue exactly where it stopped.
 
+mod adam;
 mod ema;
 mod gan;
 pub mod interrupt;
 
+pub use adam::Adam;
 pub use ema::Ema;
 pub use gan::{bce_with_logits, Gan, StepStats};
 

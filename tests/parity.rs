@@ -153,10 +153,14 @@ fn state(gan: &Gan<B>) -> [Vec<NamedTensor>; 2] {
 }
 
 /// Replays `name` with `cfg` from the shared start weights. Returns the report it prints and
-/// the largest relative differences from the float64 run: step 1's losses and the weights
-/// after it (ours), later
+/// the largest relative differences from the float64 run: the losses of the first
+/// `exact_steps` steps and the weights after step 1 (ours), later
 /// losses (ours, PyTorch float32) and final weights (ours, PyTorch float32).
-fn replay(name: &str, cfg: TrainingConfig) -> (String, f32, [f32; 2], [f32; 2]) {
+fn replay(
+    name: &str,
+    cfg: TrainingConfig,
+    exact_steps: usize,
+) -> (String, f32, [f32; 2], [f32; 2]) {
     let fixture = Fixture::open(name);
     let losses = fixture.get("losses");
     let (steps, batch) = (losses.shape[0], fixture.get("noise_g").shape[1]);
@@ -190,7 +194,7 @@ fn replay(name: &str, cfg: TrainingConfig) -> (String, f32, [f32; 2], [f32; 2]) 
                 relative(ours[k], exact[3 * s + k]),
                 relative(f32_run[3 * s + k], exact[3 * s + k]),
             );
-            if s == 0 {
+            if s < exact_steps {
                 first = first.max(o);
             } else {
                 ours_later = ours_later.max(o);
@@ -211,9 +215,9 @@ fn replay(name: &str, cfg: TrainingConfig) -> (String, f32, [f32; 2], [f32; 2]) 
     let [g, d] = state(&gan);
     let (ours_w, theirs_w, at) = weight_difference(&fixture, "final", [&g, &d]);
     report += &format!(
-        "  step 1: losses {first:.1e}, weights after it {after1:.1e} from float64\n  \
-         later losses: ours {ours_later:.1e}, PyTorch float32 {theirs_later:.1e} from float64\n  \
-         final weights: ours {ours_w:.1e} (at {at}), PyTorch float32 {theirs_w:.1e} from float64\n"
+        "  steps 1-{exact_steps}: losses {first:.1e}; step 1: weights after it {after1:.1e} from float64\n  \
+         later losses: ours {ours_later:.1e}, the framework's float32 run {theirs_later:.1e} from float64\n  \
+         final weights: ours {ours_w:.1e} (at {at}), the framework's float32 run {theirs_w:.1e} from float64\n"
     );
     eprintln!("{report}");
     (
@@ -224,24 +228,25 @@ fn replay(name: &str, cfg: TrainingConfig) -> (String, f32, [f32; 2], [f32; 2]) 
     )
 }
 
-/// The checks, from measurements recorded in `docs/design.md` ("Parity"): step 1 agrees to
-/// `LOSS_TOLERANCE` (it is well conditioned: PyTorch's float32 and float64 runs agree to ~1e-6
-/// there); after it, float32 rounding is amplified (BatchNorm's backward cancels large sums,
-/// Adam divides each gradient by its own size), so dcgan is held to the float64 answer as
-/// closely as PyTorch's own float32 run is, within `SPREAD`.
-fn check(report: &str, first: f32, later: [f32; 2], weights: [f32; 2]) {
-    assert!(
-        first < LOSS_TOLERANCE,
-        "step 1's losses or weights differ\n{report}"
-    );
-    assert!(
-        later[0] <= (SPREAD * later[1]).max(LOSS_TOLERANCE),
-        "later losses differ more than PyTorch's float32 run\n{report}"
-    );
-    assert!(
-        weights[0] <= (SPREAD * weights[1]).max(WEIGHT_TOLERANCE),
-        "final weights differ more than PyTorch's float32 run\n{report}"
-    );
+/// The checks, from measurements recorded in `docs/design.md` ("Parity"). The first steps
+/// agree to `LOSS_TOLERANCE`, as do the weights after step 1. After that, float32 rounding is
+/// amplified in the PyTorch recipe (BatchNorm's backward cancels large sums, and Adam divides
+/// each gradient by its own size, so a near-zero gradient's rounding becomes a full step):
+/// PyTorch's own float32 and float64 runs part there, so dcgan is held to the float64 answer as
+/// closely as PyTorch's float32 run is, within `SPREAD`. `later: None` reports those steps
+/// without a bound (Keras: see the design notes).
+fn check(report: &str, first: f32, later: Option<([f32; 2], [f32; 2])>) {
+    assert!(first < LOSS_TOLERANCE, "the first steps differ\n{report}");
+    if let Some((losses, weights)) = later {
+        assert!(
+            losses[0] <= (SPREAD * losses[1]).max(LOSS_TOLERANCE),
+            "later losses differ more than the framework's float32 run\n{report}"
+        );
+        assert!(
+            weights[0] <= (SPREAD * weights[1]).max(WEIGHT_TOLERANCE),
+            "final weights differ more than the framework's float32 run\n{report}"
+        );
+    }
 }
 
 /// `--preset dcgan --loop paper` against PyTorch's DCGAN loop on the same networks.
@@ -251,6 +256,17 @@ fn dcgan_preset_matches_pytorch_step_for_step() {
     cfg.discriminator.dropout = 0.0;
     cfg.gan_loop = GanLoop::Paper;
     cfg.discriminator.frozen_bn = FrozenBn::Batch;
-    let (report, first, later, weights) = replay("torch_dcgan.safetensors", cfg);
-    check(&report, first, later, weights);
+    let (report, first, later, weights) = replay("torch_dcgan.safetensors", cfg, 1);
+    check(&report, first, Some((later, weights)));
+}
+
+/// `--preset notebook` against the notebook's own Keras loop (Keras 3: D's BatchNorm frozen
+/// on its moving statistics while G trains through it).
+#[test]
+fn notebook_preset_matches_keras_step_for_step() {
+    let mut cfg = TrainingConfig::preset("notebook").unwrap();
+    cfg.discriminator.dropout = 0.0;
+    cfg.discriminator.frozen_bn = FrozenBn::Running;
+    let (report, first, _, _) = replay("keras_notebook.safetensors", cfg, 2);
+    check(&report, first, None);
 }

@@ -567,4 +567,15 @@ fn export_to_safetensors_and_sample_from_it() {
         err.contains("tensor 0.weight has shape [32, 3, 4, 4]"),
         "{err}"
     );
+
+    // Both files start a new run (which networks they hold is told by their shapes).
+    let log = train_small(
+        &tmp.path().join("again"),
+        "1",
+        &["--init-from", p(&d), "--init-from", p(&st)],
+    );
+    assert!(
+        log.contains("G starts from") && log.contains("D starts from"),
+        "{log}"
+    );
 }

@@ -15,7 +15,7 @@ use crate::with_backend;
 /// Train G and D on face photos; checkpoints, losses and previews go to --out.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4\n  dcgan train --data faces/ --swd-every 1 --ema 0.999\n  dcgan train --data img_align_celeba.zip --split train\n  dcgan train --data faces/ --epochs 30 --resume\n\nCtrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and says how to resume."
+    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4\n  dcgan train --data faces/ --swd-every 1 --ema 0.999\n  dcgan train --data img_align_celeba.zip --split train\n  dcgan train --data faces/ --epochs 30 --resume\n  dcgan train --data faces/ --init-from g.safetensors --init-from d.safetensors\n\nCtrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and says how to resume."
 )]
 pub struct TrainArgs {
     /// Folder of JPEG/PNG faces, searched recursively (e.g. img_align_celeba), or CelebA's
@@ -36,6 +36,12 @@ pub struct TrainArgs {
     /// Start from a JSON config file instead of a preset.
     #[arg(long, value_name = "FILE", conflicts_with = "preset")]
     pub config: Option<PathBuf>,
+
+    /// Start G and/or D from these weights instead of the initialiser: a safetensors state
+    /// dict written by `dcgan export` or by PyTorch for the reference networks (one network
+    /// per file, or both under `g.` and `d.` prefixes). Repeat for G and D.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub init_from: Vec<PathBuf>,
     /// Built-in preset (default: dcgan).
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
@@ -253,7 +259,7 @@ fn plan(args: &TrainArgs, run: &RunDir) -> Result<Plan> {
                 .expect("clap requires --data without --resume"),
             split: args.split,
             partition: args.partition.clone(),
-            start: Start::Fresh,
+            start: Start::Fresh(train::StartWeights::read(&args.init_from)?),
         });
     }
     let (manifest, records) = run.load_checkpoint()?;
@@ -283,6 +289,13 @@ pub(super) fn train_command(args: TrainArgs) -> Result<ExitCode> {
         partition,
         start,
     } = plan(&args, &run)?;
+    if let Start::Fresh(w) = &start {
+        for (name, net) in [("G", &w.g), ("D", &w.d)] {
+            if let Some(net) = net {
+                eprintln!("{name} starts from {}", net.origin);
+            }
+        }
+    }
     let resolved = backend::resolve(args.backend)?;
     let (images, split) = ImageList::select(
         &data,
@@ -293,7 +306,7 @@ pub(super) fn train_command(args: TrainArgs) -> Result<ExitCode> {
     )?;
     data::check_crop_fits(&images, cfg.data.crop)?;
     match &start {
-        Start::Fresh => run.prepare_new(args.force)?,
+        Start::Fresh(..) => run.prepare_new(args.force)?,
         Start::Resume(..) => run.prepare_dirs()?,
     }
     let faces = decode(&args, &run, &images, &cfg, &resolved)?;

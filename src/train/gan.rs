@@ -8,9 +8,10 @@ use rand::rngs::StdRng;
 
 use super::adam::Adam;
 use super::ema::Ema;
+use super::start_weights::StartWeights;
 use crate::config::{GanLoop, OptimizerConfig, TrainingConfig};
 use crate::data::{FaceBatcher, Faces};
-use crate::nn::{self, Discriminator, Generator, Mode, TrainBackend};
+use crate::nn::{self, torch_names, Discriminator, Generator, Mode, TrainBackend};
 use crate::rng::{stream_seed, Stream};
 use crate::run::{self, Records, RunDir};
 
@@ -90,6 +91,20 @@ impl<B: TrainBackend> Gan<B> {
             lr_d: cfg.optimizer_d.lr,
             gan_loop: cfg.gan_loop,
         }
+    }
+
+    /// Replaces the initialised networks with `weights` where given; the moving average of G
+    /// starts from the loaded G. The first tensor missing or of the wrong shape is an error
+    /// naming it and its file.
+    pub fn with_start(mut self, cfg: &TrainingConfig, weights: &StartWeights) -> Result<Self> {
+        if let Some(w) = &weights.g {
+            self.g = torch_names::generator_from_tensors(self.g, &w.tensors, &w.origin)?;
+            self.ema = cfg.ema.map(|e| Ema::new(self.g.valid(), e.decay));
+        }
+        if let Some(w) = &weights.d {
+            self.d = torch_names::discriminator_from_tensors(self.d, &w.tensors, &w.origin)?;
+        }
+        Ok(self)
     }
 
     /// Serialised networks and optimiser states.

@@ -12,10 +12,12 @@ mod adam;
 mod ema;
 mod gan;
 pub mod interrupt;
+mod start_weights;
 
 pub use adam::Adam;
 pub use ema::Ema;
 pub use gan::{bce_with_logits, Gan, StepStats};
+pub use start_weights::StartWeights;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -100,7 +102,9 @@ pub enum Outcome {
 /// Where a run starts: fresh, or from a checkpoint read by `RunDir::load_checkpoint`.
 #[allow(clippy::large_enum_variant)] // built once per run
 pub enum Start {
-    Fresh,
+    /// A new run; its networks start from the config's initialiser, or where given from
+    /// `--init-from`'s weights.
+    Fresh(StartWeights),
     Resume(Manifest, Records),
 }
 
@@ -256,7 +260,7 @@ pub fn train<B: TrainBackend>(
         );
     }
     let (mut gan, mut step) = match &start {
-        Start::Fresh => (Gan::<B>::new(cfg, device), 0),
+        Start::Fresh(weights) => (Gan::<B>::new(cfg, device).with_start(cfg, weights)?, 0),
         Start::Resume(manifest, records) => {
             run.write_copies(records).context(
                 "the checkpoint is intact; fix the problem (e.g. free disk space) and continue with --resume",

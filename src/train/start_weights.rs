@@ -1,0 +1,183 @@
+//! `train --init-from`: G and D start from weights saved elsewhere (`dcgan export`, or a
+//! PyTorch state dict of the reference networks saved with safetensors) instead of the
+//! config's initialiser.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::nn::torch_names::NamedTensor;
+use crate::run::safetensors::read_state_dict;
+
+/// One network's tensors, and the file they came from (for error messages).
+pub struct Named {
+    pub tensors: Vec<NamedTensor>,
+    pub origin: String,
+}
+
+/// The networks `--init-from` gave; either may be absent.
+#[derive(Default)]
+pub struct StartWeights {
+    pub g: Option<Named>,
+    pub d: Option<Named>,
+}
+
+/// G's and D's first tensor, which tells a file's network apart.
+const G_FIRST: [usize; 2] = [8192, 100];
+const D_FIRST: [usize; 4] = [32, 3, 4, 4];
+
+impl StartWeights {
+    /// Reads each file and sorts its tensors into G's and D's: a file holds one network
+    /// (recognised by the shape of its `0.weight`), or both under `g.` and `d.` prefixes.
+    pub fn read(paths: &[PathBuf]) -> Result<Self> {
+        let mut out = Self::default();
+        for path in paths {
+            refuse_pickle(path)?;
+            let tensors = read_state_dict(path)?;
+            let origin = path.display().to_string();
+            let prefixed = |p: &str| -> Vec<NamedTensor> {
+                (tensors.iter())
+                    .filter_map(|t| {
+                        let name = t.name.strip_prefix(p)?.to_string();
+                        Some(NamedTensor { name, ..t.clone() })
+                    })
+                    .collect()
+            };
+            let (g, d) = (prefixed("g."), prefixed("d."));
+            if !g.is_empty() || !d.is_empty() {
+                out.put(true, g, &origin)?;
+                out.put(false, d, &origin)?;
+                continue;
+            }
+            let first = tensors.iter().find(|t| t.name == "0.weight");
+            match first.map(|t| t.shape.as_slice()) {
+                Some(s) if s == G_FIRST => out.put(true, tensors, &origin)?,
+                Some(s) if s == D_FIRST => out.put(false, tensors, &origin)?,
+                other => bail!(
+                    "{origin}: not a state dict of G or D: its `0.weight` is {} (G's is {G_FIRST:?}, \
+                     D's {D_FIRST:?})\n  give a file written by `dcgan export`, or a PyTorch \
+                     state dict of the reference networks (tests/reference/torch_step.py)",
+                    other.map_or("missing".to_string(), |s| format!("{s:?}"))
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    fn put(&mut self, is_g: bool, tensors: Vec<NamedTensor>, origin: &str) -> Result<()> {
+        if tensors.is_empty() {
+            return Ok(());
+        }
+        let (slot, name) = if is_g {
+            (&mut self.g, "G")
+        } else {
+            (&mut self.d, "D")
+        };
+        if let Some(earlier) = slot {
+            bail!(
+                "--init-from: both {} and {origin} hold {name}'s weights; give one file per network",
+                earlier.origin
+            );
+        }
+        *slot = Some(Named {
+            tensors,
+            origin: origin.to_string(),
+        });
+        Ok(())
+    }
+}
+
+fn refuse_pickle(path: &Path) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ["pt", "pth", "bin", "ckpt"].contains(&ext) {
+        bail!(
+            "{}: PyTorch pickle files are not read (loading one runs code from it)\n  save the \
+             state dict as safetensors instead: \
+             `safetensors.torch.save_file(model.state_dict(), \"g.safetensors\")`",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EmaConfig, TrainingConfig};
+    use crate::nn::torch_names::{discriminator_tensors, generator_tensors};
+    use crate::run::safetensors::write_state_dict;
+    use crate::train::Gan;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::AutodiffModule;
+
+    type B = Autodiff<Flex>;
+
+    fn path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("dcgan-start-{}-{name}", std::process::id()))
+    }
+
+    /// G from a plain file and D from a file with `d.` names start the run exactly, and the
+    /// moving average of G starts from the loaded G, not the initialiser's.
+    #[test]
+    fn init_from_loads_both_networks_exactly() {
+        let mut cfg = TrainingConfig::preset("dcgan").unwrap();
+        cfg.ema = Some(EmaConfig { decay: 0.999 });
+        cfg.seed = 5;
+        let source = Gan::<B>::new(&cfg, &Default::default());
+        let (g_file, d_file) = (path("g.safetensors"), path("both.safetensors"));
+        write_state_dict(&g_file, &generator_tensors(&source.g)).unwrap();
+        let d_prefixed: Vec<NamedTensor> = discriminator_tensors(&source.d)
+            .into_iter()
+            .map(|t| NamedTensor {
+                name: format!("d.{}", t.name),
+                ..t
+            })
+            .collect();
+        write_state_dict(&d_file, &d_prefixed).unwrap();
+
+        cfg.seed = 42;
+        let fresh = Gan::<B>::new(&cfg, &Default::default());
+        assert_ne!(generator_tensors(&fresh.g), generator_tensors(&source.g));
+        let weights = StartWeights::read(&[g_file.clone(), d_file.clone()]).unwrap();
+        let gan = fresh.with_start(&cfg, &weights).unwrap();
+        assert_eq!(generator_tensors(&gan.g), generator_tensors(&source.g));
+        assert_eq!(
+            discriminator_tensors(&gan.d),
+            discriminator_tensors(&source.d)
+        );
+        let ema = gan.ema.as_ref().expect("the config keeps an average");
+        assert_eq!(
+            generator_tensors(&ema.g),
+            generator_tensors(&source.g.valid())
+        );
+
+        // The same file twice, a pickle, and a file of neither network are refused by name.
+        let twice = StartWeights::read(&[g_file.clone(), g_file.clone()])
+            .err()
+            .unwrap();
+        assert!(
+            twice.to_string().contains("give one file per network"),
+            "{twice}"
+        );
+        let pickle = StartWeights::read(&[path("g.pt")]).err().unwrap();
+        assert!(
+            pickle.to_string().contains("safetensors.torch.save_file"),
+            "{pickle}"
+        );
+        let other = path("other.safetensors");
+        let mut wrong = generator_tensors(&source.g);
+        wrong[0].shape = vec![100, 8192];
+        write_state_dict(&other, &wrong).unwrap();
+        let e = StartWeights::read(std::slice::from_ref(&other))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("other.safetensors") && e.contains("[100, 8192]"),
+            "{e}"
+        );
+        for f in [g_file, d_file, other] {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+}

@@ -7,7 +7,8 @@
 # runs per measurement (default 5).
 # Environment: VENV, the venv setup.sh made (default: .venv-reference at the repository root);
 # DCGAN, the dcgan binary (default: target/release/dcgan; build it with cargo build --release).
-# Prints one JSON line per measurement on stdout and a table of medians on stderr.
+# Prints one JSON line per measurement on stdout and, on stderr, a table of each one's median
+# and spread (the fastest and slowest of its timed runs, as a percentage of the median).
 set -euo pipefail
 usage="usage: compare.sh DATA_DIR [RUNS]"
 data=${1:?$usage}
@@ -25,12 +26,17 @@ out=$(mktemp)
 "$py" "$here/pil_loading.py" --data "$data" --repeats "$runs" >>"$out"
 "$py" "$here/keras_step.py" --batch 128 --steps "$runs" --warmup 2 >>"$out"
 OMP_WAIT_POLICY=PASSIVE "$py" "$here/torch_step.py" --batch 128 --steps "$runs" --warmup 2 >>"$out"
+# torch.compile: the first warm-up step compiles (minutes on 2 cores), the second settles.
+OMP_WAIT_POLICY=PASSIVE "$py" "$here/torch_step.py" --compile --batch 128 --steps "$runs" --warmup 3 >>"$out"
 cat "$out"
 "$py" - "$out" <<'PY' >&2
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"{'tool':<10} {'bench':<18} {'median s':>9} {'images/s':>9}")
+print(f"{'tool':<17} {'bench':<18} {'median s':>9} {'spread':>15} {'images/s':>9}")
 for r in rows:
-    print(f"{r['tool']:<10} {r['bench']:<18} {r['median_s']:>9.3f} {r['images_per_sec']:>9.0f}")
+    m = r['median_s']
+    lo, hi = (min(r['runs']) - m) / m * 100, (max(r['runs']) - m) / m * 100
+    print(f"{r['tool']:<17} {r['bench']:<18} {m:>9.3f} {lo:>+6.1f}%/{hi:>+6.1f}% "
+          f"{r['images_per_sec']:>9.0f}")
 PY
 rm -f "$out"

@@ -75,7 +75,8 @@ pub enum GanLoop {
     #[default]
     Notebook,
     /// The DCGAN paper's (and PyTorch's DCGAN example): one fake batch in training mode; D learns
-    /// from it detached, and G through the same batch. One G forward pass a step instead of two.
+    /// from it detached (one update on the real and fake batches' summed gradients), and G
+    /// through the same batch. One G forward pass a step instead of two.
     Paper,
 }
 

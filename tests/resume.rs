@@ -660,7 +660,7 @@ fn paper_loop_resumes_exactly() {
     };
     let straight = tmp.path().join("straight");
     let a = run(&straight, "2", &["--loop", "paper"]);
-    let notebook = run(&tmp.path().join("notebook"), "2", &[]);
+    let notebook = run(&tmp.path().join("notebook"), "2", &["--loop", "notebook"]);
     assert_ne!(
         losses(&a),
         losses(&notebook),

@@ -127,7 +127,6 @@ where
     B: burn::tensor::backend::AutodiffBackend,
     B::InnerBackend: super::LayerBackend,
 {
-    use burn::tensor::activation::leaky_relu;
     use burn::tensor::{Tensor, TensorData};
     use rand::{Rng, SeedableRng};
 
@@ -149,20 +148,8 @@ where
             Tensor::<B::InnerBackend, 4>::from_data(random(vec![n, c, h, h], 1.0, 0.0), device);
         let (x, gamma, beta) = (x.require_grad(), gamma.require_grad(), beta.require_grad());
 
-        let a = leaky_relu(x.clone(), super::layer::LEAKY_SLOPE as f64);
-        let m = a.clone().mean_dim(0).mean_dim(2).mean_dim(3);
-        let v = a
-            .clone()
-            .sub(m.clone())
-            .square()
-            .mean_dim(0)
-            .mean_dim(2)
-            .mean_dim(3);
-        let y = a
-            .sub(m.clone())
-            .div(v.clone().add_scalar(eps).sqrt())
-            .mul(gamma.clone().reshape([1, c, 1, 1]))
-            .add(beta.clone().reshape([1, c, 1, 1]));
+        let (y, m, v) =
+            super::layer::textbook_leaky_bn(x.clone(), gamma.clone(), beta.clone(), eps);
         let grads = y
             .clone()
             .mul(Tensor::from_inner(dy.clone()))

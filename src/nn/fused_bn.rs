@@ -62,6 +62,24 @@ fn cube_sum(v: f32, #[comptime] threads: u32) -> f32 {
     sm[0]
 }
 
+/// Where the `i`-th of a channel's N*H*W values is in an NCHW tensor: this cube's channel.
+#[cube]
+fn at(i: usize, hw: usize) -> usize {
+    ((i / hw) * CUBE_COUNT_X as usize + CUBE_POS_X as usize) * hw + i % hw
+}
+
+/// The mean of LeakyReLU(x) over this cube's channel, given to every thread.
+#[cube]
+fn channel_mean(x: &Tensor<f32>, hw: usize, total: usize, #[comptime] threads: u32) -> f32 {
+    let mut acc = 0.0f32;
+    let mut i = UNIT_POS_X as usize;
+    while i < total {
+        acc = acc + leaky(x[at(i, hw)]);
+        i = i + threads as usize;
+    }
+    cube_sum(acc, threads) / f32::cast_from(total)
+}
+
 /// One cube per channel: mean and biased variance of LeakyReLU(x) over batch and pixels,
 /// in two passes (a one-pass sum of squares loses digits on large activations).
 #[cube(launch)]
@@ -74,24 +92,17 @@ fn stats_kernel(
     #[comptime] threads: u32,
 ) {
     let c = CUBE_POS_X as usize;
-    let channels = CUBE_COUNT_X as usize;
     let tid = UNIT_POS_X as usize;
     let hw = hw as usize;
     let total = batch as usize * hw;
     let step = threads as usize;
 
-    let mut acc = 0.0f32;
-    let mut i = tid;
-    while i < total {
-        acc = acc + leaky(x[((i / hw) * channels + c) * hw + i % hw]);
-        i = i + step;
-    }
-    let m = cube_sum(acc, threads) / f32::cast_from(total);
+    let m = channel_mean(x, hw, total, threads);
 
     let mut acc2 = 0.0f32;
     let mut i = tid;
     while i < total {
-        let d = leaky(x[((i / hw) * channels + c) * hw + i % hw]) - m;
+        let d = leaky(x[at(i, hw)]) - m;
         acc2 = acc2 + d * d;
         i = i + step;
     }
@@ -140,28 +151,21 @@ fn backward_sums_kernel(
     #[comptime] threads: u32,
 ) {
     let c = CUBE_POS_X as usize;
-    let channels = CUBE_COUNT_X as usize;
     let tid = UNIT_POS_X as usize;
     let hw = hw as usize;
     let total = batch as usize * hw;
     let step = threads as usize;
 
-    let mut acc = 0.0f32;
-    let mut i = tid;
-    while i < total {
-        acc = acc + leaky(x[((i / hw) * channels + c) * hw + i % hw]);
-        i = i + step;
-    }
-    let m = cube_sum(acc, threads) / f32::cast_from(total);
+    let m = channel_mean(x, hw, total, threads);
 
     let mut sq = 0.0f32;
     let mut sdy = 0.0f32;
     let mut sdyd = 0.0f32;
     let mut i = tid;
     while i < total {
-        let at = ((i / hw) * channels + c) * hw + i % hw;
-        let d = leaky(x[at]) - m;
-        let g = dy[at];
+        let k = at(i, hw);
+        let d = leaky(x[k]) - m;
+        let g = dy[k];
         sq = sq + d * d;
         sdy = sdy + g;
         sdyd = sdyd + g * d;

@@ -177,6 +177,34 @@ pub trait LayerBackend: Backend {
     }
 }
 
+/// LeakyReLU(0.2) then BatchNorm on the batch's statistics, written plainly in burn's
+/// differentiable ops: what the layers are tested against. Returns y, and the mean and biased
+/// variance as [1, C, 1, 1]. A test hook.
+#[doc(hidden)]
+pub fn textbook_leaky_bn<B: Backend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    eps: f64,
+) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+    let c = x.dims()[1];
+    let a = leaky_relu(x, LEAKY_SLOPE as f64);
+    let m = a.clone().mean_dim(0).mean_dim(2).mean_dim(3);
+    let v = a
+        .clone()
+        .sub(m.clone())
+        .square()
+        .mean_dim(0)
+        .mean_dim(2)
+        .mean_dim(3);
+    let y = a
+        .sub(m.clone())
+        .div(v.clone().add_scalar(eps).sqrt())
+        .mul(gamma.reshape([1, c, 1, 1]))
+        .add(beta.reshape([1, c, 1, 1]));
+    (y, m, v)
+}
+
 /// LeakyReLU of x as [N, C, H*W], with its per-channel mean and biased variance ([1, C, 1]).
 fn leaky_stats<B: Backend>(x: FloatTensor<B>) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
     let x: Tensor<B, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
@@ -481,21 +509,7 @@ mod tests {
             eps,
         );
         let ours: Tensor<AD, 4> = Tensor::from_primitive(TensorPrimitive::Float(ours));
-        // The textbook formula on burn's differentiable ops.
-        let a = leaky_relu(x.clone(), LEAKY_SLOPE as f64);
-        let m = a.clone().mean_dim(0).mean_dim(2).mean_dim(3);
-        let v = a
-            .clone()
-            .sub(m.clone())
-            .square()
-            .mean_dim(0)
-            .mean_dim(2)
-            .mean_dim(3);
-        let theirs = a
-            .sub(m.clone())
-            .div(v.clone().add_scalar(eps).sqrt())
-            .mul(gamma.clone().reshape([1, c, 1, 1]))
-            .add(beta.clone().reshape([1, c, 1, 1]));
+        let (theirs, m, v) = textbook_leaky_bn(x.clone(), gamma.clone(), beta.clone(), eps);
         assert!(max_diff(ours.clone().inner(), theirs.clone().inner()) < 1e-5);
         let mean: Tensor<AD, 1> = Tensor::from_primitive(TensorPrimitive::Float(mean));
         let var: Tensor<AD, 1> = Tensor::from_primitive(TensorPrimitive::Float(var));

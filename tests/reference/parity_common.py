@@ -16,12 +16,25 @@ anyone trains with: a fixed, non-degenerate start that needs no random generator
 The fixture is a safetensors file (written here by hand: no extra package) of float32
 tensors; `tests/parity.rs` documents what it reads.
 """
+import argparse
 import json
 import os
 
 import numpy as np
 
 CROP = (30, 55, 150, 175)
+
+
+def arguments(doc):
+    """The options both parity scripts take; returns the parser, for script-specific ones."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--data", required=True, help="folder of CelebA JPEGs (training faces)")
+    ap.add_argument("--out", required=True, help="fixture file to write (.safetensors)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--dropout", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the stored noise")
+    return ap
 
 
 def fnv1a32(text):

@@ -31,7 +31,6 @@ Sequential models:
     .venv-reference/bin/python tests/reference/parity_keras.py --data FACES_DIR \\
         --out tests/data/parity/keras_notebook.safetensors [--batch 4] [--steps 5]
 """
-import argparse
 import os
 import sys
 
@@ -158,13 +157,7 @@ def train(args, floatx, real, noise_d, noise_g):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="folder of CelebA JPEGs (training faces)")
-    ap.add_argument("--out", required=True, help="fixture file to write (.safetensors)")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--dropout", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=0, help="seed of the stored noise")
+    ap = pc.arguments(__doc__)
     args = ap.parse_args()
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(1)  # one summation order

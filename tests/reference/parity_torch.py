@@ -27,7 +27,6 @@ closely as PyTorch's own float32 run is.
     .venv-reference/bin/python tests/reference/parity_torch.py --data FACES_DIR \\
         --out tests/data/parity/torch_dcgan.safetensors [--batch 4] [--steps 5]
 """
-import argparse
 import sys
 
 import numpy as np
@@ -132,14 +131,8 @@ def train(args, dtype, real, noise):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="folder of CelebA JPEGs (training faces)")
-    ap.add_argument("--out", required=True, help="fixture file to write (.safetensors)")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--dropout", type=float, default=0.0)
+    ap = pc.arguments(__doc__)
     ap.add_argument("--adam-eps", type=float, default=1e-8, help="Adam's epsilon")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the stored noise")
     args = ap.parse_args()
     torch.set_num_threads(1)  # one summation order, run to run
     b, steps = args.batch, args.steps

@@ -68,16 +68,18 @@ fn conv<B: Backend>(out: &mut Vec<NamedTensor>, i: usize, c: &Conv<B>) {
     out.push(NamedTensor::of(format!("{i}.bias"), c.bias.val()));
 }
 
+/// The running statistics are read synced: `value()` can lag one update behind on a module
+/// that is still training.
 fn batch_norm<B: Backend>(out: &mut Vec<NamedTensor>, i: usize, bn: &BatchNorm<B>) {
     out.push(NamedTensor::of(format!("{i}.weight"), bn.gamma.val()));
     out.push(NamedTensor::of(format!("{i}.bias"), bn.beta.val()));
     out.push(NamedTensor::of(
         format!("{i}.running_mean"),
-        bn.running_mean.value(),
+        bn.running_mean.value_sync(),
     ));
     out.push(NamedTensor::of(
         format!("{i}.running_var"),
-        bn.running_var.value(),
+        bn.running_var.value_sync(),
     ));
 }
 

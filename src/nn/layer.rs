@@ -5,8 +5,10 @@
 //! computes weight gradients as a dilated convolution with the batch as channels, and
 //! normalises through strided copies; profiled at batch 128, three quarters of a training
 //! step went to layout shuffles and small GEMMs. [`LayerBackend`] lets each backend supply
-//! its own kernels: the defaults are burn's tensor ops (used on WGPU), and `cpu.rs` gives the
-//! CPU one GEMM per layer over the whole batch and one pass per normalisation.
+//! its own kernels: the defaults are burn's tensor ops (a starting point for another backend;
+//! both backends override them), `cpu.rs` gives the CPU one GEMM per layer over the whole
+//! batch and one pass per normalisation, and WGPU has `gemm.rs`'s matrix products and
+//! `fused_bn.rs`'s kernels.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -108,10 +110,14 @@ pub trait LayerBackend: Backend {
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> [FloatTensor<Self>; 3] {
-        let shape = x.shape();
-        let (a, mean, var) = leaky_stats::<Self>(x);
-        let (scale, shift) = scale_shift(&mean, &var, gamma, beta, eps);
-        let y = a.mul(scale).add(shift).reshape::<4, _>(shape);
+        let c = x.shape()[1];
+        let (y, mean, var) = textbook_leaky_bn::<Self>(
+            Tensor::from_primitive(TensorPrimitive::Float(x)),
+            Tensor::from_primitive(TensorPrimitive::Float(gamma)),
+            Tensor::from_primitive(TensorPrimitive::Float(beta)),
+            eps,
+        );
+        let flat = |t: Tensor<Self, 4>| t.reshape([c]).into_primitive().tensor();
         [y.into_primitive().tensor(), flat(mean), flat(var)]
     }
 
@@ -178,8 +184,8 @@ pub trait LayerBackend: Backend {
 }
 
 /// LeakyReLU(0.2) then BatchNorm on the batch's statistics, written plainly in burn's
-/// differentiable ops: what the layers are tested against. Returns y, and the mean and biased
-/// variance as [1, C, 1, 1]. A test hook.
+/// differentiable ops: [`LayerBackend::leaky_bn`]'s default, and what the backends' own
+/// kernels are tested against. Returns y, and the mean and biased variance as [1, C, 1, 1].
 #[doc(hidden)]
 pub fn textbook_leaky_bn<B: Backend>(
     x: Tensor<B, 4>,
@@ -213,23 +219,6 @@ fn leaky_stats<B: Backend>(x: FloatTensor<B>) -> (Tensor<B, 3>, Tensor<B, 3>, Te
     let mean = a.clone().mean_dim(2).mean_dim(0);
     let var = a.clone().sub(mean.clone()).square().mean_dim(2).mean_dim(0);
     (a, mean, var)
-}
-
-fn scale_shift<B: Backend>(
-    mean: &Tensor<B, 3>,
-    var: &Tensor<B, 3>,
-    gamma: FloatTensor<B>,
-    beta: FloatTensor<B>,
-    eps: f64,
-) -> (Tensor<B, 3>, Tensor<B, 3>) {
-    let c = mean.dims()[1];
-    let gamma: Tensor<B, 1> = Tensor::from_primitive(TensorPrimitive::Float(gamma));
-    let beta: Tensor<B, 1> = Tensor::from_primitive(TensorPrimitive::Float(beta));
-    let scale = gamma
-        .reshape([1, c, 1])
-        .div(var.clone().add_scalar(eps).sqrt());
-    let shift = beta.reshape([1, c, 1]).sub(mean.clone().mul(scale.clone()));
-    (scale, shift)
 }
 
 fn flat<B: Backend>(t: Tensor<B, 3>) -> FloatTensor<B> {

@@ -390,7 +390,6 @@ impl<B: FusionBackend + FusedBn> Operation<B::FusionRuntime> for FusedOp<B> {
 /// Records the operation with inputs `[a, b, c]` and outputs shaped like `[a, b, b]`
 /// (forward: y, mean, var; backward: dx, dgamma, dbeta).
 fn register<B: FusionBackend + FusedBn>(
-    name: &'static str,
     backward: bool,
     eps: f64,
     [a, b, c]: [FloatTensor<Fusion<B>>; 3],
@@ -400,6 +399,11 @@ fn register<B: FusionBackend + FusedBn>(
     let out =
         |shape: &Shape| TensorIr::uninit(client.create_empty_handle(), shape.clone(), a.dtype);
     let outputs = [out(&a.shape), out(&b.shape), out(&b.shape)];
+    let name = if backward {
+        "dcgan_leaky_bn_backward"
+    } else {
+        "dcgan_leaky_bn"
+    };
     let desc = CustomOpIr::new(name, &[a.into_ir(), b.into_ir(), c.into_ir()], &outputs);
     let op = FusedOp::<B> {
         desc: desc.clone(),
@@ -424,7 +428,7 @@ impl<B: FusionBackend + FusedBn> FusedBn for Fusion<B> {
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> [FloatTensor<Self>; 3] {
-        register::<B>("dcgan_leaky_bn", false, eps, [x, gamma, beta])
+        register::<B>(false, eps, [x, gamma, beta])
     }
 
     fn fused_leaky_bn_backward(
@@ -433,6 +437,6 @@ impl<B: FusionBackend + FusedBn> FusedBn for Fusion<B> {
         dy: FloatTensor<Self>,
         eps: f64,
     ) -> [FloatTensor<Self>; 3] {
-        register::<B>("dcgan_leaky_bn_backward", true, eps, [x, gamma, dy])
+        register::<B>(true, eps, [x, gamma, dy])
     }
 }

@@ -3,11 +3,10 @@
 //! `tests/reference/parity_keras.py` (Keras, `--preset notebook`), so CI guards the parity
 //! without Python.
 //!
-//! A fixture (`tests/data/parity/*.safetensors`) holds, for `steps` steps at batch `b`:
-//! `real` [steps, b, 3, 64, 64] and `noise_d`, `noise_g` [steps, b, 100], the batches each
-//! step used; `losses` [steps, 3], D's loss on the real batch, on the fakes, and G's loss;
-//! and for every float tensor of the final PyTorch-named state dicts, `final.g.NAME` (every
-//! k-th value, at most 512) and `stats.g.NAME` ([sum, sum of |x|] of all of it), likewise `d.`.
+//! A fixture is `tests/data/parity/NAME.safetensors` (what `write_fixture` in
+//! `parity_common.py` lists: the losses of a float64 and a float32 run, the noise, and each
+//! state-dict tensor sampled after step 1 and at the end) and `NAME.png`, the real faces the
+//! steps use, in order.
 //! Both sides start from the weights `parity_common.py` defines from each tensor's name.
 
 use std::path::Path;
@@ -136,8 +135,9 @@ fn weight_difference(
                 .find(|x| x.name == format!("{key}32.{prefix}{}", t.name))
                 .map_or(0.0, |x| diff(&x.data));
             worst.1 = worst.1.max(f32_run);
-            if diff(&ours) >= worst.0 {
-                worst = (diff(&ours), worst.1, format!("{prefix}{}", t.name));
+            let d = diff(&ours);
+            if d >= worst.0 {
+                worst = (d, worst.1, format!("{prefix}{}", t.name));
             }
         }
     }

@@ -93,12 +93,9 @@ SAMPLES = 512
 
 def sampled(values):
     """At most SAMPLES entries of a flattened tensor, every ceil(n / SAMPLES)-th from the
-    first, and [sum, sum of |x|] of all of it (in float64): a final weight tensor in a few
-    hundred bytes."""
+    first: a weight tensor in a few hundred bytes."""
     flat = np.asarray(values, dtype=np.float32).reshape(-1)
-    stride = -(-flat.size // SAMPLES)
-    stats = np.array([flat.astype(np.float64).sum(), np.abs(flat.astype(np.float64)).sum()])
-    return flat[::stride].copy(), stats.astype(np.float32)
+    return flat[::-(-flat.size // SAMPLES)].copy()
 
 
 def write_safetensors(path, tensors, metadata):
@@ -125,11 +122,12 @@ def write_fixture(path, faces, runs, noise_d, noise_g, metadata):
     """Writes the fixture `path` and its faces `path` with .png for .safetensors.
 
     runs: {"float64": (losses, final_g, final_d, after1_g, after1_d), "float32": (...)}, the
-    same steps computed in each precision (after1: the state dicts after the first step). Stored: `losses` [steps, 3] (D on the real batch, D on the fakes, G) of the
-    float64 run and `losses32` of the float32 run; `noise_d`, `noise_g` [steps, batch, 100];
-    for every float tensor of the final state dicts, `final.g.NAME` (sampled, float64 run),
-    `final32.g.NAME` (sampled, float32 run), `stats.g.NAME` (float64 run) and `after1.g.NAME`
-    (sampled, float64 run, after step 1), likewise `d.`.
+    same steps computed in each precision (after1: the state dicts after the first step).
+    Stored: `losses` [steps, 3] (D on the real batch, D on the fakes, G) of the float64 run and
+    `losses32` of the float32 run; `noise_d`, `noise_g` [steps, batch, 100]; for every float
+    tensor of the state dicts, `final.g.NAME` (sampled, float64 run), `final32.g.NAME`
+    (sampled, float32 run) and `after1.g.NAME` (sampled, float64 run, after step 1), likewise
+    `d.`.
     The faces (uint8, as cropped and resized by PIL) go in a PNG of the faces stacked top to
     bottom, lossless, in the order the steps use them."""
     from PIL import Image
@@ -142,10 +140,8 @@ def write_fixture(path, faces, runs, noise_d, noise_g, metadata):
         out[f"losses{key}"] = np.asarray(losses, dtype=np.float32)
         for prefix, state, first in (("g.", final_g, after1_g), ("d.", final_d, after1_d)):
             for name, value in state.items():
-                values, stats = sampled(value)
-                out[f"final{key}.{prefix}{name}"] = values
+                out[f"final{key}.{prefix}{name}"] = sampled(value)
                 if run == "float64":
-                    out[f"stats.{prefix}{name}"] = stats
-                    out[f"after1.{prefix}{name}"] = sampled(first[name])[0]
+                    out[f"after1.{prefix}{name}"] = sampled(first[name])
     write_safetensors(path, out, metadata)
     print(f"wrote {path} and {png}", file=__import__("sys").stderr)

@@ -44,8 +44,17 @@ def fnv1a32(text):
     return h
 
 
-def start_value(prefix, name, shape):
-    """The start value of one state-dict tensor, as the module docstring defines it."""
+# About one float32 rounding of a start weight (2^-24): how far `nudge` moves each one.
+NUDGE = 6e-8
+# How many nudged float64 runs each script makes (patterns 0..NUDGED-1).
+NUDGED = 4
+
+
+def start_value(prefix, name, shape, nudge=None):
+    """The start value of one state-dict tensor, as the module docstring defines it. With
+    `nudge` (a pattern number), each value is moved by NUDGE of itself up or down, the signs
+    drawn from the pattern and the name, and kept in float64: a float64 run started from it
+    shows how far a float32-sized change of the start moves the framework's own answer."""
     n = int(np.prod(shape))
     i = np.arange(n, dtype=np.uint64)
     u = ((i * np.uint64(2654435761) + np.uint64(fnv1a32(prefix + name))) % np.uint64(2**32))
@@ -61,7 +70,11 @@ def start_value(prefix, name, shape):
         v = 1.0 + 0.1 * signed
     else:
         v = signed * np.sqrt(3.0 / (n / shape[0]))
-    return v.astype(np.float32).reshape(shape)
+    v = v.astype(np.float32).reshape(shape)
+    if nudge is None:
+        return v
+    sign = np.random.default_rng([nudge, fnv1a32(prefix + name)]).choice([-1.0, 1.0], size=shape)
+    return v.astype(np.float64) * (1.0 + NUDGE * sign)
 
 
 def load_faces(folder, count):
@@ -118,13 +131,28 @@ def write_safetensors(path, tensors, metadata):
             f.write(b)
 
 
+def final_difference(run, exact):
+    """The largest difference between two runs' final weights, as tests/parity.rs measures
+    it: per tensor, on the sampled values, relative to the tensor's largest magnitude."""
+    worst = 0.0
+    for ours, theirs in ((run[1], exact[1]), (run[2], exact[2])):
+        for name, value in theirs.items():
+            e, x = sampled(value), sampled(ours[name])
+            worst = max(worst, float(np.max(np.abs(x - e)) / max(np.max(np.abs(e)), 1e-6)))
+    return worst
+
+
 def write_fixture(path, faces, runs, noise_d, noise_g, metadata):
     """Writes the fixture `path` and its faces `path` with .png for .safetensors.
 
     runs: {"float64": (losses, final_g, final_d, after1_g, after1_d), "float32": (...)}, the
-    same steps computed in each precision (after1: the state dicts after the first step).
-    Stored: `losses` [steps, 3] (D on the real batch, D on the fakes, G) of the float64 run and
-    `losses32` of the float32 run; `noise_d`, `noise_g` [steps, batch, 100]; for every float
+    same steps computed in each precision (after1: the state dicts after the first step), and
+    optionally "nudged": a list of float64 runs (the same tuples) from nudged starts
+    (`start_value`).
+    Stored: `losses` [steps, 3] (D on the real batch, D on the fakes, G) of the float64 run,
+    `losses32` of the float32 run, `losses64n` [patterns, steps, 3] of the nudged ones and
+    `final64n_difference` [patterns], how far each one's final weights are from the float64
+    run's (`final_difference`); `noise_d`, `noise_g` [steps, batch, 100]; for every float
     tensor of the state dicts, `final.g.NAME` (sampled, float64 run), `final32.g.NAME`
     (sampled, float32 run) and `after1.g.NAME` (sampled, float64 run, after step 1), likewise
     `d.`.
@@ -135,6 +163,10 @@ def write_fixture(path, faces, runs, noise_d, noise_g, metadata):
     Image.fromarray(np.concatenate(list(faces), axis=0)).save(png)
     out = {"noise_d": np.asarray(noise_d, dtype=np.float32),
            "noise_g": np.asarray(noise_g, dtype=np.float32)}
+    if runs.get("nudged"):
+        out["losses64n"] = np.asarray([r[0] for r in runs["nudged"]], dtype=np.float32)
+        out["final64n_difference"] = np.asarray(
+            [final_difference(r, runs["float64"]) for r in runs["nudged"]], dtype=np.float32)
     for run, key in (("float64", ""), ("float32", "32")):
         losses, final_g, final_d, after1_g, after1_d = runs[run]
         out[f"losses{key}"] = np.asarray(losses, dtype=np.float32)

@@ -14,7 +14,10 @@ Each step:
 Keras 3 runs a layer whose `trainable` is False in inference mode, so D's BatchNorm uses its
 moving statistics in the last call: dcgan's `"frozen_bn": "running"`.
 --dropout defaults to 0, because dropout masks cannot agree across frameworks. Runs in
-float64 and in float32 (keras.config.set_floatx), as parity_torch.py does.
+float64 and in float32 (keras.config.set_floatx), as parity_torch.py does, and
+parity_common.NUDGED more times in float64 from starts nudged by a float32 rounding (parity_common.start_value): this
+loop's answer jumps when a value crosses a LeakyReLU kink or an Adam step changes sign, so
+past the first steps a change as small as float32 rounding can move it by far more than that.
 
 Layouts, PyTorch (the fixture's names) -> Keras, the layer index being the same in both
 Sequential models:
@@ -106,12 +109,13 @@ def torch_shape(kind, name, keras_shape):
     return (keras_shape[3], keras_shape[2], 4, 4)
 
 
-def load_start(model, prefix, side):
+def load_start(model, prefix, side, nudge):
     for i, layer, kind, cl in layers_of(model, side):
         names = BN_NAMES if kind == "bn" else ["weight", "bias"]
         values = []
         for name, var in zip(names, layer.get_weights()):
-            start = pc.start_value(prefix, f"{i}.{name}", torch_shape(kind, name, var.shape))
+            shape = torch_shape(kind, name, var.shape)
+            start = pc.start_value(prefix, f"{i}.{name}", shape, nudge)
             values.append(to_keras(kind, name, start, cl).astype(var.dtype))
         layer.set_weights(values)
 
@@ -125,15 +129,15 @@ def state_dict(model, side):
     return out
 
 
-def train(args, floatx, real, noise_d, noise_g):
+def train(args, floatx, real, noise_d, noise_g, nudge=None):
     import keras
     keras.config.set_floatx(floatx)
     keras.utils.set_random_seed(args.seed)  # dropout masks, if any
     from keras.models import Sequential
     from keras_step import build_discriminator, build_generator
     generator, discriminator = build_generator(), build_discriminator(dropout=args.dropout)
-    load_start(generator, "g.", "out")
-    load_start(discriminator, "d.", "in")
+    load_start(generator, "g.", "out", nudge)
+    load_start(discriminator, "d.", "in", nudge)
     DCGAN = Sequential([generator, discriminator])
     discriminator.compile(optimizer='adam', loss='binary_crossentropy')
     discriminator.trainable = False
@@ -170,6 +174,8 @@ def main():
     noise = rng.uniform(-1, 1, size=(steps, 2, b, NOISE)).astype(np.float32)
     noise_d, noise_g = noise[:, 0], noise[:, 1]
     runs = {x: train(args, x, real, noise_d, noise_g) for x in ("float64", "float32")}
+    runs["nudged"] = [train(args, "float64", real, noise_d, noise_g, nudge=p)
+                      for p in range(pc.NUDGED)]
     pc.write_fixture(args.out, faces, runs, noise_d, noise_g, {
         "framework": f"keras {__import__('keras').__version__}, tensorflow {tf.__version__}",
         "preset": "notebook", "loop": "notebook", "frozen_bn": "running", "batch": b,

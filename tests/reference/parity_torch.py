@@ -20,9 +20,10 @@ Two departures from the example, both to match what dcgan defines (and both docu
     biased ones; the script prints how far PyTorch's own are from them.
 --dropout defaults to 0, because dropout masks cannot agree across frameworks.
 
-It runs twice, in float64 and in float32, and stores both: in float32, no two programs agree
-beyond the first step (see parity_common.py), so dcgan is held to the float64 answer as
-closely as PyTorch's own float32 run is.
+It runs in float64 and in float32, and parity_common.NUDGED more times in float64 from starts
+nudged by a float32 rounding, and stores all: in float32, no two programs agree beyond the
+first step (see parity_common.py), so dcgan is held to the float64 answer as closely as
+PyTorch's own float32-sized changes are.
 
     .venv-reference/bin/python tests/reference/parity_torch.py --data FACES_DIR \\
         --out tests/data/parity/torch_dcgan.safetensors [--batch 4] [--steps 5]
@@ -38,11 +39,12 @@ import parity_common as pc
 from torch_step import NOISE, discriminator, generator
 
 
-def load_start(model, prefix):
+def load_start(model, prefix, nudge):
     state = model.state_dict()
     for name, value in state.items():
         if value.dtype.is_floating_point:
-            value.copy_(torch.from_numpy(pc.start_value(prefix, name, tuple(value.shape))).to(value.dtype))
+            start = pc.start_value(prefix, name, tuple(value.shape), nudge)
+            value.copy_(torch.from_numpy(start).to(value.dtype))
 
 
 class BiasedRunningVar:
@@ -79,7 +81,7 @@ def set_bn_momentum(model, momentum):
             m.momentum = momentum
 
 
-def train(args, dtype, real, noise):
+def train(args, dtype, real, noise, nudge=None):
     """The loop in `dtype`; returns the losses, the final float state dicts (as float32) and
     the state dicts after the first step."""
     torch.set_default_dtype(dtype)
@@ -88,8 +90,8 @@ def train(args, dtype, real, noise):
     b, momentum = args.batch, 0.1
     G = generator(output=nn.Tanh, eps=1e-5, momentum=momentum)
     D = discriminator(eps=1e-5, momentum=momentum, dropout=args.dropout)
-    load_start(G, "g.")
-    load_start(D, "d.")
+    load_start(G, "g.", nudge)
+    load_start(D, "d.", nudge)
     g_var, d_var = BiasedRunningVar(G), BiasedRunningVar(D)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), eps=args.adam_eps)
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), eps=args.adam_eps)
@@ -143,6 +145,7 @@ def main():
     noise = noise.astype(np.float32)
     runs = {name: train(args, dtype, real, noise)
             for name, dtype in (("float64", torch.float64), ("float32", torch.float32))}
+    runs["nudged"] = [train(args, torch.float64, real, noise, nudge=p) for p in range(pc.NUDGED)]
     pc.write_fixture(args.out, faces, runs, noise, noise, {
         "framework": f"torch {torch.__version__}", "preset": "dcgan", "loop": "paper",
         "batch": b, "steps": steps, "dropout": args.dropout, "adam_eps": args.adam_eps})

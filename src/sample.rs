@@ -35,6 +35,14 @@ pub fn config_for(ckpt: &Path, config: Option<&Path>) -> Result<TrainingConfig> 
         Some(p) => p.to_path_buf(),
         None => ckpt.with_file_name("config.json"),
     };
+    if !path.exists() && run::is_state_dict(ckpt) {
+        bail!(
+            "no config for {}: a state dict holds weights, not the settings they were trained \
+             with\n  pass --config configs/dcgan.json (tanh output), \
+             configs/notebook.json (sigmoid output) or the run's config.json",
+            ckpt.display()
+        );
+    }
     if !path.exists() {
         bail!(
             "no config for {}: expected {} beside it (written by `dcgan train`); pass --config FILE",
@@ -57,8 +65,8 @@ pub fn load_generator<B: LayerBackend>(
         );
     }
     let template = cfg.generator.init::<B>(0, device);
-    if ckpt.extension().is_some_and(|e| e == "safetensors") {
-        let tensors = run::safetensors::read_state_dict(ckpt)?;
+    if run::is_state_dict(ckpt) {
+        let tensors = run::read_state_dict(ckpt)?;
         return torch_names::generator_from_tensors(
             template,
             &tensors,

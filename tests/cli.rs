@@ -8,26 +8,7 @@ use dcgan::run::read_losses;
 use image::GenericImageView;
 
 fn train_small(out: &std::path::Path, epochs: &str, extra: &[&str]) -> String {
-    let faces = faces_dir();
-    let mut args = vec![
-        "train",
-        "--data",
-        p(&faces),
-        "--limit",
-        "48",
-        "--batch-size",
-        "16",
-        "--epochs",
-        epochs,
-        "--backend",
-        "cpu",
-        "--seed",
-        "7",
-        "--out",
-        p(out),
-    ];
-    args.extend_from_slice(extra);
-    dcgan_ok(&args)
+    dcgan_ok(&small_train_args(out, epochs, extra))
 }
 
 /// `dcgan eval` of a generator against 64 of the committed faces, as JSON.

@@ -14,7 +14,8 @@ use crate::with_backend;
     after_help = "Examples:\n  dcgan eval --ckpt run/g.mpk --real celeba-valid/\n  dcgan eval --ckpt run/g.mpk --real img_align_celeba.zip --split test\n  dcgan eval --ckpt run/g.mpk --real celeba-valid/ --train img_align_celeba --n 2000 --json"
 )]
 pub struct EvalArgs {
-    /// Generator checkpoint written by `dcgan train`.
+    /// Generator checkpoint written by `dcgan train`, or a state dict of G from elsewhere
+    /// (`.safetensors`, or PyTorch's `.pt`/`.pth`; give its settings with --config).
     #[arg(long, default_value = "run/g.mpk", value_name = "FILE")]
     pub ckpt: PathBuf,
     /// Config describing the network (default: config.json beside the checkpoint).

@@ -10,10 +10,11 @@ use crate::with_backend;
 /// Generate faces from a trained generator.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  dcgan sample --ckpt run/g.mpk --n 100\n  dcgan sample --ckpt run/g.mpk --n 16 --seed 7 --out faces.png\n  dcgan sample --ckpt run/g.mpk --n 500 --each faces/\n  dcgan sample --ckpt run/g.mpk --n 64 --interpolate 8 --out walk.png"
+    after_help = "Examples:\n  dcgan sample --ckpt run/g.mpk --n 100\n  dcgan sample --ckpt run/g.mpk --n 16 --seed 7 --out faces.png\n  dcgan sample --ckpt run/g.mpk --n 500 --each faces/\n  dcgan sample --ckpt run/g.mpk --n 64 --interpolate 8 --out walk.png\n  dcgan sample --ckpt netG.pt --config configs/dcgan.json --n 64"
 )]
 pub struct SampleArgs {
-    /// Generator checkpoint written by `dcgan train`.
+    /// Generator checkpoint written by `dcgan train`, or a state dict of G from elsewhere
+    /// (`.safetensors`, or PyTorch's `.pt`/`.pth`; give its settings with --config).
     #[arg(long, default_value = "run/g.mpk", value_name = "FILE")]
     pub ckpt: PathBuf,
     /// Config describing the network (default: config.json beside the checkpoint).

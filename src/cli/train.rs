@@ -251,15 +251,18 @@ struct Plan {
 
 fn plan(args: &TrainArgs, run: &RunDir) -> Result<Plan> {
     if !args.resume {
+        let cfg = args.resolve_config()?;
+        let weights = train::StartWeights::read(&args.init_from)?;
+        weights.check::<backend::Cpu>(&cfg, &Default::default())?;
         return Ok(Plan {
-            cfg: args.resolve_config()?,
+            cfg,
             data: args
                 .data
                 .clone()
                 .expect("clap requires --data without --resume"),
             split: args.split,
             partition: args.partition.clone(),
-            start: Start::Fresh(train::StartWeights::read(&args.init_from)?),
+            start: Start::Fresh(weights),
         });
     }
     let (manifest, records) = run.load_checkpoint()?;

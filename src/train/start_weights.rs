@@ -2,12 +2,15 @@
 //! PyTorch state dict of the reference networks saved with safetensors) instead of the
 //! config's initialiser.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::nn::torch_names::NamedTensor;
-use crate::run::safetensors::read_state_dict;
+use burn::tensor::backend::Backend;
+
+use crate::config::TrainingConfig;
+use crate::nn::torch_names::{self, NamedTensor};
+use crate::run::read_state_dict;
 
 /// One network's tensors, and the file they came from (for error messages).
 pub struct Named {
@@ -32,7 +35,6 @@ impl StartWeights {
     pub fn read(paths: &[PathBuf]) -> Result<Self> {
         let mut out = Self::default();
         for path in paths {
-            refuse_pickle(path)?;
             let tensors = read_state_dict(path)?;
             let origin = path.display().to_string();
             let prefixed = |p: &str| -> Vec<NamedTensor> {
@@ -64,6 +66,20 @@ impl StartWeights {
         Ok(out)
     }
 
+    /// Loads each given network into a fresh one of `cfg`'s, so that a missing or misshapen
+    /// tensor is reported before any data is decoded or anything is written.
+    pub fn check<B: Backend>(&self, cfg: &TrainingConfig, device: &B::Device) -> Result<()> {
+        if let Some(w) = &self.g {
+            let template = cfg.generator.init::<B>(0, device);
+            torch_names::generator_from_tensors(template, &w.tensors, &w.origin)?;
+        }
+        if let Some(w) = &self.d {
+            let template = cfg.discriminator.init::<B>(0, device);
+            torch_names::discriminator_from_tensors(template, &w.tensors, &w.origin)?;
+        }
+        Ok(())
+    }
+
     fn put(&mut self, is_g: bool, tensors: Vec<NamedTensor>, origin: &str) -> Result<()> {
         if tensors.is_empty() {
             return Ok(());
@@ -85,19 +101,6 @@ impl StartWeights {
         });
         Ok(())
     }
-}
-
-fn refuse_pickle(path: &Path) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ["pt", "pth", "bin", "ckpt"].contains(&ext) {
-        bail!(
-            "{}: PyTorch pickle files are not read (loading one runs code from it)\n  save the \
-             state dict as safetensors instead: \
-             `safetensors.torch.save_file(model.state_dict(), \"g.safetensors\")`",
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -151,7 +154,8 @@ mod tests {
             generator_tensors(&source.g.valid())
         );
 
-        // The same file twice, a pickle, and a file of neither network are refused by name.
+        // The same file twice, a file of no state-dict kind, and a file of neither network
+        // are refused by name.
         let twice = StartWeights::read(&[g_file.clone(), g_file.clone()])
             .err()
             .unwrap();
@@ -159,10 +163,14 @@ mod tests {
             twice.to_string().contains("give one file per network"),
             "{twice}"
         );
-        let pickle = StartWeights::read(&[path("g.pt")]).err().unwrap();
+        let npz = path("g.npz");
+        std::fs::write(&npz, b"PK").unwrap();
+        let e = StartWeights::read(std::slice::from_ref(&npz))
+            .err()
+            .unwrap();
         assert!(
-            pickle.to_string().contains("safetensors.torch.save_file"),
-            "{pickle}"
+            e.to_string().contains("g.npz: not a state dict file"),
+            "{e}"
         );
         let other = path("other.safetensors");
         let mut wrong = generator_tensors(&source.g);
@@ -176,7 +184,7 @@ mod tests {
             e.contains("other.safetensors") && e.contains("[100, 8192]"),
             "{e}"
         );
-        for f in [g_file, d_file, other] {
+        for f in [g_file, d_file, other, npz] {
             std::fs::remove_file(f).unwrap();
         }
     }

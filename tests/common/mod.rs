@@ -72,6 +72,32 @@ pub fn sample_cpu(ckpt: &Path, out: &Path, extra: &[&str]) -> image::RgbImage {
     image::open(out).unwrap().to_rgb8()
 }
 
+/// `dcgan train` on the first 48 committed faces at batch 16 on the CPU, seed 7, into `out`.
+pub fn small_train_args<'a>(out: &'a Path, epochs: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let faces = p(FACES.get_or_init(faces_dir));
+    let mut args = vec![
+        "train",
+        "--data",
+        faces,
+        "--limit",
+        "48",
+        "--batch-size",
+        "16",
+        "--epochs",
+        epochs,
+        "--backend",
+        "cpu",
+        "--seed",
+        "7",
+        "--out",
+        p(out),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+static FACES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 pub fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }

@@ -4,19 +4,21 @@
 //! without Python.
 //!
 //! A fixture is `tests/data/parity/NAME.safetensors` (what `write_fixture` in
-//! `parity_common.py` lists: the losses of a float64 and a float32 run, the noise, and each
-//! state-dict tensor sampled after step 1 and at the end) and `NAME.png`, the real faces the
-//! steps use, in order.
+//! `parity_common.py` lists: the losses of a float64 and a float32 run, of float64 runs from
+//! nudged starts and of float32 runs with dropout on, the noise, and each state-dict tensor
+//! sampled after step 1 and at the end) and `NAME.png`, the real faces the steps use, in order.
 //! Both sides start from the weights `parity_common.py` defines from each tensor's name.
 
 use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use dcgan::config::{FrozenBn, GanLoop, TrainingConfig};
 use dcgan::data::{FaceBatcher, Faces};
 use dcgan::nn::torch_names::{self, NamedTensor};
+use dcgan::rng::{stream_seed, Stream};
 use dcgan::run::safetensors::read_state_dict;
 use dcgan::train::Gan;
 
@@ -103,6 +105,19 @@ impl Fixture {
             .collect()
     }
 
+    /// Step `s` on `gan`: the fixture's faces and noise, dropout masks seeded as training
+    /// seeds them. Returns the losses (D real, D fake, G).
+    fn step(&self, gan: Gan<B>, cfg: &TrainingConfig, s: usize) -> (Gan<B>, [f32; 3]) {
+        let device = Default::default();
+        let batch = self.get("noise_g").shape[1];
+        let indices: Vec<usize> = (s * batch..(s + 1) * batch).collect();
+        let batcher = FaceBatcher::new(cfg.data.normalization);
+        let real = batcher.batch::<B>(&self.faces, &indices, &device);
+        B::seed(&device, stream_seed(cfg.seed, s, Stream::Dropout));
+        let (gan, st) = gan.step(real, self.noise("noise_d", s), self.noise("noise_g", s));
+        (gan, [st.d_loss_real, st.d_loss_fake, st.g_loss])
+    }
+
     /// Step `s`'s noise.
     fn noise(&self, name: &str, s: usize) -> Tensor<B, 2> {
         let t = self.get(name);
@@ -165,6 +180,19 @@ fn state(gan: &Gan<B>) -> [Vec<NamedTensor>; 2] {
     ]
 }
 
+/// A GAN of `cfg`'s holding the shared start weights.
+fn started(cfg: &TrainingConfig) -> Gan<B> {
+    let mut gan = Gan::<B>::new(cfg, &Default::default());
+    let start = |prefix, ts: Vec<NamedTensor>| -> Vec<NamedTensor> {
+        ts.iter().map(|t| start_value(prefix, t)).collect()
+    };
+    let g_start = start("g.", torch_names::generator_tensors(&gan.g));
+    let d_start = start("d.", torch_names::discriminator_tensors(&gan.d));
+    gan.g = torch_names::generator_from_tensors(gan.g, &g_start, "start").expect("G loads");
+    gan.d = torch_names::discriminator_from_tensors(gan.d, &d_start, "start").expect("D loads");
+    gan
+}
+
 /// Replays `name` with `cfg` from the shared start weights. Returns the report it prints and
 /// the largest relative differences from the float64 run: the losses of the first
 /// `exact_steps` steps and the weights after step 1 (ours); later losses and final weights, each
@@ -176,33 +204,16 @@ fn replay(
 ) -> (String, f32, [f32; 2], [f32; 2]) {
     let fixture = Fixture::open(name);
     let losses = fixture.get("losses");
-    let (steps, batch) = (losses.shape[0], fixture.get("noise_g").shape[1]);
-    let device = Default::default();
-    let mut gan = Gan::<B>::new(&cfg, &device);
-    let start = |prefix, ts: Vec<NamedTensor>| -> Vec<NamedTensor> {
-        ts.iter().map(|t| start_value(prefix, t)).collect()
-    };
-    let g_start = start("g.", torch_names::generator_tensors(&gan.g));
-    let d_start = start("d.", torch_names::discriminator_tensors(&gan.d));
-    gan.g = torch_names::generator_from_tensors(gan.g, &g_start, "start").expect("G loads");
-    gan.d = torch_names::discriminator_from_tensors(gan.d, &d_start, "start").expect("D loads");
-
-    let batcher = FaceBatcher::new(cfg.data.normalization);
+    let steps = losses.shape[0];
+    let mut gan = started(&cfg);
     let (exact, f32_run) = (&losses.data, &fixture.get("losses32").data);
     let nudged = fixture.nudged_losses();
     let mut report = format!("{name}: losses (D real, D fake, G): ours / float64 / float32\n");
     let (mut first, mut ours_later, mut theirs_later) = (0.0f32, 0.0f32, 0.0f32);
     let (mut after1, mut nudged_later) = (0.0f32, 0.0f32);
     for s in 0..steps {
-        let indices: Vec<usize> = (s * batch..(s + 1) * batch).collect();
-        let real = batcher.batch::<B>(&fixture.faces, &indices, &device);
-        let (next, st) = gan.step(
-            real,
-            fixture.noise("noise_d", s),
-            fixture.noise("noise_g", s),
-        );
+        let (next, ours) = fixture.step(gan, &cfg, s);
         gan = next;
-        let ours = [st.d_loss_real, st.d_loss_fake, st.g_loss];
         for k in 0..3 {
             let (o, t) = (
                 relative(ours[k], exact[3 * s + k]),
@@ -292,4 +303,75 @@ fn notebook_preset_matches_keras_step_for_step() {
     cfg.discriminator.frozen_bn = FrozenBn::Running;
     let (report, first, later, weights) = replay("keras_notebook.safetensors", cfg, 2);
     check(&report, first, (later, weights));
+}
+
+/// D's dropout rate of the fixtures' dropout runs (`parity_common.DROPOUT`).
+const DROPOUT: f64 = 0.5;
+/// How far apart, in standard errors of their difference, dcgan's and the framework's mean
+/// loss may be at any step, with dropout on (15 comparisons a framework).
+const DROPOUT_T: f32 = 4.0;
+
+/// Mean and sample standard deviation.
+fn mean_sd(xs: &[f32]) -> (f32, f32) {
+    let n = xs.len() as f32;
+    let mean = xs.iter().sum::<f32>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+/// Dropout masks cannot agree across frameworks, so with D's dropout on the losses are
+/// compared in distribution: the fixture's float32 runs over many mask seeds against as many
+/// of dcgan's, step by step, by the difference of their means in standard errors.
+fn dropout_check(name: &str, mut cfg: TrainingConfig) {
+    let fixture = Fixture::open(name);
+    let theirs = fixture.get("losses_dropout");
+    let (runs, per_run) = (theirs.shape[0], theirs.data.len() / theirs.shape[0]);
+    cfg.discriminator.dropout = DROPOUT;
+    let mut ours = Vec::new();
+    for seed in 0..runs as u64 {
+        cfg.seed = seed;
+        let mut gan = started(&cfg);
+        for s in 0..per_run / 3 {
+            let (next, losses) = fixture.step(gan, &cfg, s);
+            gan = next;
+            ours.extend(losses);
+        }
+    }
+    let mut report =
+        format!("{name}, dropout {DROPOUT}, {runs} mask seeds each: mean (sd) of ours / theirs\n");
+    let mut worst = 0.0f32;
+    for i in 0..per_run {
+        let column =
+            |xs: &[f32]| -> Vec<f32> { xs.iter().skip(i).step_by(per_run).copied().collect() };
+        let ((mo, so), (mt, st)) = (mean_sd(&column(&ours)), mean_sd(&column(&theirs.data)));
+        let t = (mo - mt).abs() / ((so * so + st * st) / runs as f32).sqrt().max(1e-6);
+        worst = worst.max(t);
+        report += &format!(
+            "  step {} {}: {mo:.3} ({so:.3}) / {mt:.3} ({st:.3}), {t:.1} standard errors\n",
+            i / 3 + 1,
+            ["D real", "D fake", "G"][i % 3]
+        );
+    }
+    eprintln!("{report}");
+    assert!(
+        worst < DROPOUT_T,
+        "with dropout on, dcgan's losses are not distributed as the framework's\n{report}"
+    );
+}
+
+/// The `dcgan` preset with D's dropout on, against PyTorch's runs of it.
+#[test]
+fn dcgan_preset_with_dropout_matches_pytorch_in_distribution() {
+    let mut cfg = TrainingConfig::preset("dcgan").unwrap();
+    cfg.gan_loop = GanLoop::Paper;
+    cfg.discriminator.frozen_bn = FrozenBn::Batch;
+    dropout_check("torch_dcgan.safetensors", cfg);
+}
+
+/// The `notebook` preset with D's dropout on, against Keras's runs of it.
+#[test]
+fn notebook_preset_with_dropout_matches_keras_in_distribution() {
+    let mut cfg = TrainingConfig::preset("notebook").unwrap();
+    cfg.discriminator.frozen_bn = FrozenBn::Running;
+    dropout_check("keras_notebook.safetensors", cfg);
 }

@@ -71,3 +71,38 @@ impl<B: LayerBackend> Discriminator<B> {
         self.fc.forward(x) // [N, 1]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    /// Inverted dropout: in training a fraction p of the values is zeroed and the rest scaled
+    /// by 1/(1-p), so the mean is kept; in evaluation nothing changes.
+    #[test]
+    fn dropout_zeroes_a_fraction_p_and_keeps_the_mean() {
+        let device = Default::default();
+        Flex::seed(&device, 11);
+        let x = Tensor::<Flex, 1>::ones([100_000], &device);
+        for p in [0.5, 0.3] {
+            let y: Vec<f32> = dropout(x.clone(), p, Mode::Train)
+                .into_data()
+                .to_vec()
+                .unwrap();
+            let zeros = y.iter().filter(|v| **v == 0.0).count() as f64 / y.len() as f64;
+            // 100,000 draws: the fraction's standard error is below 0.0016.
+            assert!((zeros - p).abs() < 0.01, "p {p}: {zeros} zeroed");
+            let kept = (1.0 / (1.0 - p)) as f32;
+            assert!(y.iter().all(|v| *v == 0.0 || (v - kept).abs() < 1e-6));
+            let frozen: Vec<f32> = dropout(x.clone(), p, Mode::Frozen)
+                .into_data()
+                .to_vec()
+                .unwrap();
+            assert!(frozen.contains(&0.0), "dropout stays on in D's frozen pass");
+        }
+        assert_eq!(
+            dropout(x.clone(), 0.5, Mode::Eval).into_data(),
+            x.into_data()
+        );
+    }
+}

@@ -48,6 +48,9 @@ def fnv1a32(text):
 NUDGE = 6e-8
 # How many nudged float64 runs each script makes (patterns 0..NUDGED-1).
 NUDGED = 4
+# Runs with D's dropout on (float32, mask seeds 0..DROPOUT_RUNS-1), and its rate.
+DROPOUT_RUNS = 32
+DROPOUT = 0.5
 
 
 def start_value(prefix, name, shape, nudge=None):
@@ -148,11 +151,12 @@ def write_fixture(path, faces, runs, noise_d, noise_g, metadata):
     runs: {"float64": (losses, final_g, final_d, after1_g, after1_d), "float32": (...)}, the
     same steps computed in each precision (after1: the state dicts after the first step), and
     optionally "nudged": a list of float64 runs (the same tuples) from nudged starts
-    (`start_value`).
+    (`start_value`), and "dropout": a list of the losses of float32 runs with D's dropout at
+    DROPOUT, one per mask seed.
     Stored: `losses` [steps, 3] (D on the real batch, D on the fakes, G) of the float64 run,
     `losses32` of the float32 run, `losses64n` [patterns, steps, 3] of the nudged ones and
     `final64n_difference` [patterns], how far each one's final weights are from the float64
-    run's (`final_difference`); `noise_d`, `noise_g` [steps, batch, 100]; for every float
+    run's (`final_difference`), `losses_dropout` [seeds, steps, 3]; `noise_d`, `noise_g` [steps, batch, 100]; for every float
     tensor of the state dicts, `final.g.NAME` (sampled, float64 run), `final32.g.NAME`
     (sampled, float32 run) and `after1.g.NAME` (sampled, float64 run, after step 1), likewise
     `d.`.
@@ -163,6 +167,8 @@ def write_fixture(path, faces, runs, noise_d, noise_g, metadata):
     Image.fromarray(np.concatenate(list(faces), axis=0)).save(png)
     out = {"noise_d": np.asarray(noise_d, dtype=np.float32),
            "noise_g": np.asarray(noise_g, dtype=np.float32)}
+    if runs.get("dropout"):
+        out["losses_dropout"] = np.asarray(runs["dropout"], dtype=np.float32)
     if runs.get("nudged"):
         out["losses64n"] = np.asarray([r[0] for r in runs["nudged"]], dtype=np.float32)
         out["final64n_difference"] = np.asarray(

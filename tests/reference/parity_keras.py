@@ -129,13 +129,15 @@ def state_dict(model, side):
     return out
 
 
-def train(args, floatx, real, noise_d, noise_g, nudge=None):
+def train(args, floatx, real, noise_d, noise_g, nudge=None, dropout=None, mask_seed=None):
     import keras
     keras.config.set_floatx(floatx)
-    keras.utils.set_random_seed(args.seed)  # dropout masks, if any
+    # dropout masks, if any
+    keras.utils.set_random_seed(args.seed if mask_seed is None else mask_seed)
+    rate = args.dropout if dropout is None else dropout
     from keras.models import Sequential
     from keras_step import build_discriminator, build_generator
-    generator, discriminator = build_generator(), build_discriminator(dropout=args.dropout)
+    generator, discriminator = build_generator(), build_discriminator(dropout=rate)
     load_start(generator, "g.", "out", nudge)
     load_start(discriminator, "d.", "in", nudge)
     DCGAN = Sequential([generator, discriminator])
@@ -176,6 +178,8 @@ def main():
     runs = {x: train(args, x, real, noise_d, noise_g) for x in ("float64", "float32")}
     runs["nudged"] = [train(args, "float64", real, noise_d, noise_g, nudge=p)
                       for p in range(pc.NUDGED)]
+    runs["dropout"] = [train(args, "float32", real, noise_d, noise_g, dropout=pc.DROPOUT,
+                             mask_seed=s)[0] for s in range(pc.DROPOUT_RUNS)]
     pc.write_fixture(args.out, faces, runs, noise_d, noise_g, {
         "framework": f"keras {__import__('keras').__version__}, tensorflow {tf.__version__}",
         "preset": "notebook", "loop": "notebook", "frozen_bn": "running", "batch": b,

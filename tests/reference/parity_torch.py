@@ -81,15 +81,17 @@ def set_bn_momentum(model, momentum):
             m.momentum = momentum
 
 
-def train(args, dtype, real, noise, nudge=None):
+def train(args, dtype, real, noise, nudge=None, dropout=None, mask_seed=None):
     """The loop in `dtype`; returns the losses, the final float state dicts (as float32) and
     the state dicts after the first step."""
     torch.set_default_dtype(dtype)
-    torch.manual_seed(args.seed)  # dropout masks, if any
+    # dropout masks, if any
+    torch.manual_seed(args.seed if mask_seed is None else mask_seed)
+    rate = args.dropout if dropout is None else dropout
     to_t = (lambda a: torch.from_numpy(a).to(dtype))
     b, momentum = args.batch, 0.1
     G = generator(output=nn.Tanh, eps=1e-5, momentum=momentum)
-    D = discriminator(eps=1e-5, momentum=momentum, dropout=args.dropout)
+    D = discriminator(eps=1e-5, momentum=momentum, dropout=rate)
     load_start(G, "g.", nudge)
     load_start(D, "d.", nudge)
     g_var, d_var = BiasedRunningVar(G), BiasedRunningVar(D)
@@ -146,6 +148,8 @@ def main():
     runs = {name: train(args, dtype, real, noise)
             for name, dtype in (("float64", torch.float64), ("float32", torch.float32))}
     runs["nudged"] = [train(args, torch.float64, real, noise, nudge=p) for p in range(pc.NUDGED)]
+    runs["dropout"] = [train(args, torch.float32, real, noise, dropout=pc.DROPOUT, mask_seed=s)[0]
+                       for s in range(pc.DROPOUT_RUNS)]
     pc.write_fixture(args.out, faces, runs, noise, noise, {
         "framework": f"torch {torch.__version__}", "preset": "dcgan", "loop": "paper",
         "batch": b, "steps": steps, "dropout": args.dropout, "adam_eps": args.adam_eps})

@@ -311,6 +311,10 @@ pub struct DiscriminatorConfig {
     /// BatchNorm in D while G trains through it.
     #[serde(default)]
     pub frozen_bn: FrozenBn,
+    /// LeakyReLU after the first convolution, as the DCGAN paper's D has; the notebook's has
+    /// none.
+    #[serde(default)]
+    pub first_activation: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -32,6 +32,8 @@ pub struct Discriminator<B: Backend> {
     pub(crate) dropout: f64,
     #[module(skip)]
     pub(crate) frozen_bn: FrozenBn,
+    #[module(skip)]
+    pub(crate) first_activation: bool,
 }
 
 impl DiscriminatorConfig {
@@ -51,6 +53,7 @@ impl DiscriminatorConfig {
             fc: i.linear(256 * 4 * 4, 1, device),
             dropout: self.dropout,
             frozen_bn: self.frozen_bn,
+            first_activation: self.first_activation,
         }
     }
 }
@@ -63,7 +66,13 @@ impl<B: LayerBackend> Discriminator<B> {
             (Mode::Frozen, FrozenBn::Running) => Mode::Eval,
             _ => mode,
         };
-        let x = self.conv1.forward(images); // [N, 32, 32, 32], no activation, as the notebook
+        let x = self.conv1.forward(images); // [N, 32, 32, 32]
+                                            // The notebook's D has no activation here; the paper's has.
+        let x = if self.first_activation {
+            leaky_relu(x, LEAKY_SLOPE as f64)
+        } else {
+            x
+        };
         let x = self.bn2.leaky_forward(self.conv2.forward(x), bn); // [N, 64, 16, 16]
         let x = self.bn3.leaky_forward(self.conv3.forward(x), bn); // [N, 128, 8, 8]
         let x = leaky_relu(self.conv4.forward(x), LEAKY_SLOPE as f64); // [N, 256, 4, 4]
@@ -76,6 +85,37 @@ impl<B: LayerBackend> Discriminator<B> {
 mod tests {
     use super::*;
     use burn::backend::Flex;
+
+    /// `first_activation` puts LeakyReLU after the first convolution: the same weights then
+    /// score a batch differently, and exactly as a D whose first convolution's negative
+    /// outputs are scaled by 0.2 by hand would.
+    #[test]
+    fn first_activation_applies_leaky_relu_after_the_first_convolution() {
+        let device = Default::default();
+        let cfg = crate::config::TrainingConfig::preset("dcgan").unwrap();
+        let mut d_cfg = cfg.discriminator.clone();
+        d_cfg.dropout = 0.0;
+        let plain = d_cfg.init::<Flex>(3, &device);
+        let activated = Discriminator {
+            first_activation: true,
+            ..plain.clone()
+        };
+        let images = Tensor::<Flex, 4>::random([2, 3, 64, 64], Distribution::Default, &device);
+        let by_hand = {
+            let x = leaky_relu(plain.conv1.forward(images.clone()), LEAKY_SLOPE as f64);
+            let x = plain.bn2.leaky_forward(plain.conv2.forward(x), Mode::Eval);
+            let x = plain.bn3.leaky_forward(plain.conv3.forward(x), Mode::Eval);
+            let x = leaky_relu(plain.conv4.forward(x), LEAKY_SLOPE as f64);
+            plain.fc.forward(x.reshape([2, 256 * 4 * 4]))
+        };
+        let a = activated.forward(images.clone(), Mode::Eval);
+        let p = plain.forward(images, Mode::Eval);
+        a.clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&by_hand.into_data(), Default::default());
+        let gap: f32 = (a - p).abs().max().into_scalar();
+        assert!(gap > 1e-4, "the activation changes D's output ({gap})");
+    }
 
     /// Inverted dropout: in training a fraction p of the values is zeroed and the rest scaled
     /// by 1/(1-p), so the mean is kept; in evaluation nothing changes.

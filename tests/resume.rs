@@ -567,10 +567,13 @@ fn resident_memory_does_not_grow_over_epochs() {
         })
         .collect();
     assert_eq!(rss.len(), 10, "{log}");
-    let (e2, e10) = (rss[1] as f64, rss[9] as f64);
+    // The allocator keeps freed pages (src/main.rs), so the process grows to its high-water
+    // mark over the first epochs (measured: by epoch 4) and then stays there; a leak keeps
+    // growing every epoch.
+    let (e5, e10) = (rss[4] as f64, rss[9] as f64);
     assert!(
-        e10 <= e2 * 1.05,
-        "resident memory grew from {e2} MB after epoch 2 to {e10} MB after epoch 10: {rss:?}"
+        e10 <= e5 * 1.03,
+        "resident memory grew from {e5} MB after epoch 5 to {e10} MB after epoch 10: {rss:?}"
     );
 }
 

@@ -18,7 +18,7 @@ use crate::config::TrainingConfig;
 use crate::data::cache;
 use crate::data::{self, Faces, ImageList, Split, FACE_BYTES};
 use crate::metrics::median;
-use crate::nn::{noise, Mode};
+use crate::nn::{cpu, gemm_time, noise, Mode};
 use crate::progress;
 use crate::rng::{rng, Stream};
 use crate::train::Gan;
@@ -45,6 +45,8 @@ pub struct BenchSettings {
     pub backend_name: String,
     /// Count the kernels a step launches (WGPU, with [`crate::backend::launches`] enabled).
     pub count_launches: bool,
+    /// Time the CPU layers' matrix products of one more step (`--gemm`).
+    pub gemm: bool,
 }
 
 /// One measurement: the schema shared with `tests/reference/*.py`.
@@ -224,7 +226,51 @@ fn bench_step<B: TrainBackend>(
         m.launches_per_step = Some((launches::settled() - before) as f64 / STEPS as f64);
     }
     report(&m, &format!("step    batch {batch}"));
+    if s.gemm {
+        gemm_time::start();
+        step(s.warmup + s.runs);
+        report_gemms(&gemm_time::stop(), m.median_s);
+    }
     Ok(m)
+}
+
+/// The products of one step by shape, beside a large square product on the same cores.
+fn report_gemms(times: &[(gemm_time::Shape, gemm_time::Timing)], step_s: f64) {
+    const SQUARE: usize = 4096;
+    let square = 2.0 * (SQUARE as f64).powi(3) / cpu::square_gemm_secs(SQUARE, 3) / 1e9;
+    let total: f64 = times.iter().map(|(_, t)| t.secs).sum();
+    let flops: f64 = times.iter().map(|(s, t)| s.flops() * t.calls as f64).sum();
+    eprintln!(
+        "matrix products of one step: {:.3} s ({:.0}% of the median step), {:.1} GFLOP, \
+         {:.0} GFLOP/s; a {SQUARE}^3 product here: {square:.0} GFLOP/s",
+        total,
+        100.0 * total / step_s,
+        flops / 1e9,
+        flops / total / 1e9
+    );
+    eprintln!(
+        "  {:>24} {:>5} {:>9} {:>8} {:>8}",
+        "[m, k] x [k, n]", "calls", "ms each", "GFLOP/s", "of peak"
+    );
+    for (shape, t) in times {
+        let rate = shape.flops() * t.calls as f64 / t.secs / 1e9;
+        let ops = format!(
+            "{}[{}, {}]{} x [{}, {}]{}",
+            "",
+            shape.m,
+            shape.k,
+            if shape.ta { "'" } else { "" },
+            shape.k,
+            shape.n,
+            if shape.tb { "'" } else { "" }
+        );
+        eprintln!(
+            "  {ops:>24} {:>5} {:>9.2} {rate:>8.0} {:>7.0}%",
+            t.calls,
+            1e3 * t.secs / t.calls as f64,
+            100.0 * rate / square
+        );
+    }
 }
 
 fn bench_sample<B: TrainBackend>(s: &BenchSettings, device: &B::Device) -> Result<Measurement> {

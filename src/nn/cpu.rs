@@ -11,6 +11,7 @@ use burn::backend::Flex;
 use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
 
+use super::gemm_time;
 use super::layer::{LayerBackend, LayerGrads, LEAKY_SLOPE};
 
 const K: usize = 4;
@@ -52,9 +53,13 @@ impl LayerBackend for Flex {
         let (ho, wo, kk) = (h / 2, wd / 2, c * K * K);
         let p = n * ho * wo;
         let dyc = to_cnhw(&floats(&dy), n, o, ho * wo);
+        // dW' [kk, o] = cols [kk, P] x dy [P, o]: both operands in the layouts GEMM packs
+        // fastest (dW = dy x cols' reads cols transposed, measured 2-4x slower).
         let weight = need[1].then(|| {
             let cols = im2col(&to_cnhw(&floats(&x), n, c, h * wd), c, n, (h, wd), (ho, wo));
-            flex(matmul(&dyc, false, &cols, true, o, p, kk), [o, c, K, K])
+            let dy_last = to_nhwc(&floats(&dy), o, ho * wo);
+            let dwt = matmul(&cols, false, &dy_last, false, kk, p, o);
+            flex(to_nhwc(&dwt, kk, o), [o, c, K, K])
         });
         let x = need[0].then(|| {
             let dcols = matmul(&floats(&w), true, &dyc, false, kk, o, p);
@@ -81,9 +86,11 @@ impl LayerBackend for Flex {
             let dxc = matmul(&floats(&w), false, &dcols, false, c, kk, p);
             flex(to_nchw(&dxc, c, n, h * wd, None), [n, c, h, wd])
         });
+        // dW' [kk, c] = dcols [kk, P] x x [P, c], as in `conv_down_backward`.
         let weight = need[1].then(|| {
-            let xc = to_cnhw(&floats(&x), n, c, h * wd);
-            flex(matmul(&xc, false, &dcols, true, c, p, kk), [c, o, K, K])
+            let x_last = to_nhwc(&floats(&x), c, h * wd);
+            let dwt = matmul(&dcols, false, &x_last, false, kk, p, c);
+            flex(to_nhwc(&dwt, kk, c), [c, o, K, K])
         });
         let bias = need[2].then(|| flex(row_sums(&dyc, o), [o]));
         LayerGrads {
@@ -256,6 +263,27 @@ fn to_cnhw(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
     out
 }
 
+/// [N, C, HW] -> [N, HW, C] (channels last; of one [C, HW] matrix, its transpose),
+/// in square tiles that stay in cache.
+fn to_nhwc(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0.0; x.len()];
+    out.par_chunks_mut(c * hw)
+        .zip(x.par_chunks(c * hw))
+        .for_each(|(dst, src)| {
+            for p0 in (0..hw).step_by(TILE) {
+                for c0 in (0..c).step_by(TILE) {
+                    for p in p0..(p0 + TILE).min(hw) {
+                        for ci in c0..(c0 + TILE).min(c) {
+                            dst[p * c + ci] = src[ci * hw + p];
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
 /// [C, N, HW] -> [N, C, HW], adding a per-channel bias on the way.
 fn to_nchw(y: &[f32], c: usize, n: usize, hw: usize, bias: Option<&[f32]>) -> Vec<f32> {
     let mut out = vec![0.0; y.len()];
@@ -346,36 +374,100 @@ fn row_sums(m: &[f32], rows: usize) -> Vec<f32> {
     m.par_chunks(cols).map(|r| r.iter().sum()).collect()
 }
 
+/// Products whose inner dimension `k` is at least twice this are split along `k` into
+/// slices of this many, computed in parallel and summed in order. The weight gradients
+/// reduce over every pixel of the batch (k up to 131,072) into small [m, n] results, where
+/// GEMM finds too few blocks of m and n to share between threads (measured at 4-40% of the
+/// large-product rate). A fixed slice, not one per thread, keeps the summation order, and so
+/// the result, the same on every machine.
+const K_SLICE: usize = 4096;
+
 /// `a * b` for row-major operands, [m, k] x [k, n] -> [m, n]; `ta`/`tb` mean the operand is
 /// stored transposed ([k, m] or [n, k]), which GEMM reads through strides without a copy.
 #[allow(clippy::too_many_arguments)]
 fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, m: usize, k: usize, n: usize) -> Vec<f32> {
     assert!(a.len() == m * k && b.len() == k * n, "matmul operand sizes");
-    let mut dst = vec![0.0f32; m * n];
-    let (a_cs, a_rs) = if ta { (m as isize, 1) } else { (1, k as isize) };
-    let (b_cs, b_rs) = if tb { (k as isize, 1) } else { (1, n as isize) };
-    let parallelism = if m * n * k >= 1 << 18 {
-        gemm::Parallelism::Rayon(0)
+    let shape = gemm_time::Shape { m, k, n, ta, tb };
+    gemm_time::timed(shape, || {
+        if k < 2 * K_SLICE {
+            let mut dst = vec![0.0f32; m * n];
+            let parallelism = if m * n * k >= 1 << 18 {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            };
+            product(&mut dst, a, ta, b, tb, [m, k, n], 0..k, parallelism);
+            return dst;
+        }
+        let slices: Vec<Vec<f32>> = (0..k.div_ceil(K_SLICE))
+            .into_par_iter()
+            .map(|i| {
+                let mut dst = vec![0.0f32; m * n];
+                let ks = i * K_SLICE..((i + 1) * K_SLICE).min(k);
+                product(
+                    &mut dst,
+                    a,
+                    ta,
+                    b,
+                    tb,
+                    [m, k, n],
+                    ks,
+                    gemm::Parallelism::None,
+                );
+                dst
+            })
+            .collect();
+        let mut dst = vec![0.0f32; m * n];
+        for slice in &slices {
+            dst.iter_mut().zip(slice).for_each(|(d, s)| *d += s);
+        }
+        dst
+    })
+}
+
+/// `dst` = the product of `a` and `b` over the inner indices `ks` only (see [`matmul`] for
+/// the layouts; `[m, k, n]` are the full operands' sizes).
+#[allow(clippy::too_many_arguments)]
+fn product(
+    dst: &mut [f32],
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    [m, k, n]: [usize; 3],
+    ks: std::ops::Range<usize>,
+    parallelism: gemm::Parallelism,
+) {
+    assert!(dst.len() == m * n && ks.end <= k, "product sizes");
+    // Element (i, kk) of A and (kk, j) of B: the strides, and where inner index ks.start is.
+    let (a_cs, a_rs, a_at) = if ta {
+        (m, 1, ks.start * m)
     } else {
-        gemm::Parallelism::None
+        (1, k, ks.start)
     };
-    // SAFETY: the asserted lengths cover every element the strides reach, and `dst` is a
-    // fresh buffer that aliases neither operand.
+    let (b_cs, b_rs, b_at) = if tb {
+        (k, 1, ks.start)
+    } else {
+        (1, n, ks.start * n)
+    };
+    // SAFETY: the operand lengths were asserted (m*k and k*n) and `ks` lies inside 0..k, so
+    // every element the offsets and strides reach is inside them; `dst` is its own buffer
+    // of m*n floats and aliases neither operand.
     unsafe {
         gemm::gemm(
             m,
             n,
-            k,
+            ks.len(),
             dst.as_mut_ptr(),
             1,
             n as isize,
             false,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
+            a.as_ptr().add(a_at),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr().add(b_at),
+            b_cs as isize,
+            b_rs as isize,
             0.0,
             1.0,
             false,
@@ -384,12 +476,72 @@ fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, m: usize, k: usize, n: usize
             parallelism,
         );
     }
-    dst
+}
+
+/// Seconds for one `size` x `size` x `size` product through [`matmul`], the median of
+/// `runs` after one untimed run: the rate the machine's GEMM reaches on a large square
+/// problem, beside which `dcgan bench --gemm` puts the step's own products.
+pub fn square_gemm_secs(size: usize, runs: usize) -> f64 {
+    let a: Vec<f32> = (0..size * size).map(|i| (i % 17) as f32 * 0.01).collect();
+    let mut times: Vec<f64> = (0..=runs)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            std::hint::black_box(matmul(&a, false, &a, false, size, size, size));
+            t.elapsed().as_secs_f64()
+        })
+        .skip(1)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 #[cfg(test)]
 mod tests {
-    use super::valid;
+    use super::{matmul, to_nhwc, valid, K_SLICE};
+
+    /// Every layout, with k split into slices (uneven last one) and not: against the
+    /// product summed in f64.
+    #[test]
+    fn matmul_matches_the_textbook_product_in_every_layout() {
+        for (m, k, n) in [(5, 3 * K_SLICE + 17, 7), (9, 40, 11)] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 23) as f32 - 11.0) / 8.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 19) as f32 - 9.0) / 8.0)
+                .collect();
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let got = matmul(&a, ta, &b, tb, m, k, n);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|kk| {
+                                let x = if ta { a[kk * m + i] } else { a[i * k + kk] };
+                                let y = if tb { b[j * k + kk] } else { b[kk * n + j] };
+                                x as f64 * y as f64
+                            })
+                            .sum();
+                        let diff = (got[i * n + j] as f64 - want).abs();
+                        assert!(diff <= 1e-4 * want.abs().max(1.0), "{m}x{k}x{n} {ta} {tb}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn to_nhwc_moves_channels_last() {
+        let (n, c, hw) = (3, 37, 70);
+        let x: Vec<f32> = (0..n * c * hw).map(|i| i as f32).collect();
+        let y = to_nhwc(&x, c, hw);
+        for ni in 0..n {
+            for ci in 0..c {
+                for p in 0..hw {
+                    assert_eq!(y[(ni * hw + p) * c + ci], x[(ni * c + ci) * hw + p]);
+                }
+            }
+        }
+    }
 
     #[test]
     fn valid_taps_stay_inside_the_side() {

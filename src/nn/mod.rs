@@ -10,6 +10,7 @@ pub mod cpu;
 mod discriminator;
 pub mod fused_bn;
 pub mod gemm;
+pub mod gemm_time;
 mod generator;
 mod init;
 pub mod layer;

@@ -1,8 +1,10 @@
 //! The CPU (`flex`) kernels behind [`LayerBackend`]: each convolution is im2col or col2im plus
 //! one GEMM over the whole batch, and LeakyReLU + BatchNorm is a few passes per channel.
 //!
-//! Activations are NCHW; the GEMMs want channel-major [C, N*H*W] so that the whole batch is
-//! one matrix, so each op converts on the way in and out (contiguous runs of H*W floats).
+//! Activations are NCHW. A GEMM over the whole batch reads or writes channel-major
+//! [C, N*H*W] matrices: im2col reads NCHW and col2im writes it directly; the other operands
+//! are converted on the way in or out (contiguous runs of H*W floats), and the weight
+//! gradients read one operand channels-last ([N*H*W, C]), the layout GEMM packs fastest.
 
 use std::borrow::Cow;
 
@@ -21,7 +23,7 @@ impl LayerBackend for Flex {
         let [n, c, h, wd] = dims(&x);
         let o = dims(&w)[0];
         let (ho, wo) = (h / 2, wd / 2);
-        let cols = im2col(&to_cnhw(&floats(&x), n, c, h * wd), c, n, (h, wd), (ho, wo));
+        let cols = im2col(&floats(&x), c, n, (h, wd), (ho, wo));
         let y = matmul(&floats(&w), false, &cols, false, o, c * K * K, n * ho * wo);
         flex(
             to_nchw(&y, o, n, ho * wo, Some(&floats(&b))),
@@ -34,11 +36,8 @@ impl LayerBackend for Flex {
         let o = dims(&w)[1];
         let xc = to_cnhw(&floats(&x), n, c, h * wd);
         let cols = matmul(&floats(&w), true, &xc, false, o * K * K, c, n * h * wd);
-        let out = col2im(&cols, o, n, (2 * h, 2 * wd), (h, wd));
-        flex(
-            to_nchw(&out, o, n, 4 * h * wd, Some(&floats(&b))),
-            [n, o, 2 * h, 2 * wd],
-        )
+        let out = col2im(&cols, o, n, (2 * h, 2 * wd), (h, wd), Some(&floats(&b)));
+        flex(out, [n, o, 2 * h, 2 * wd])
     }
 
     fn conv_down_backward(
@@ -56,15 +55,14 @@ impl LayerBackend for Flex {
         // dW' [kk, o] = cols [kk, P] x dy [P, o]: both operands in the layouts GEMM packs
         // fastest (dW = dy x cols' reads cols transposed, measured 2-4x slower).
         let weight = need[1].then(|| {
-            let cols = im2col(&to_cnhw(&floats(&x), n, c, h * wd), c, n, (h, wd), (ho, wo));
+            let cols = im2col(&floats(&x), c, n, (h, wd), (ho, wo));
             let dy_last = to_nhwc(&floats(&dy), o, ho * wo);
             let dwt = matmul(&cols, false, &dy_last, false, kk, p, o);
             flex(to_nhwc(&dwt, kk, o), [o, c, K, K])
         });
         let x = need[0].then(|| {
             let dcols = matmul(&floats(&w), true, &dyc, false, kk, o, p);
-            let dxc = col2im(&dcols, c, n, (h, wd), (ho, wo));
-            flex(to_nchw(&dxc, c, n, h * wd, None), [n, c, h, wd])
+            flex(col2im(&dcols, c, n, (h, wd), (ho, wo), None), [n, c, h, wd])
         });
         let bias = need[2].then(|| flex(row_sums(&dyc, o), [o]));
         LayerGrads { x, weight, bias }
@@ -80,19 +78,20 @@ impl LayerBackend for Flex {
         let [n, c, h, wd] = dims(&x);
         let o = dims(&w)[1];
         let (p, kk) = (n * h * wd, o * K * K);
-        let dyc = to_cnhw(&floats(&dy), n, o, 4 * h * wd);
-        let dcols = im2col(&dyc, o, n, (2 * h, 2 * wd), (h, wd));
+        let dy = floats(&dy);
+        let dcols = (need[0] || need[1]).then(|| im2col(&dy, o, n, (2 * h, 2 * wd), (h, wd)));
+        let dcols = dcols.as_deref().unwrap_or_default();
         let x_grad = need[0].then(|| {
-            let dxc = matmul(&floats(&w), false, &dcols, false, c, kk, p);
+            let dxc = matmul(&floats(&w), false, dcols, false, c, kk, p);
             flex(to_nchw(&dxc, c, n, h * wd, None), [n, c, h, wd])
         });
         // dW' [kk, c] = dcols [kk, P] x x [P, c], as in `conv_down_backward`.
         let weight = need[1].then(|| {
             let x_last = to_nhwc(&floats(&x), c, h * wd);
-            let dwt = matmul(&dcols, false, &x_last, false, kk, p, c);
+            let dwt = matmul(dcols, false, &x_last, false, kk, p, c);
             flex(to_nhwc(&dwt, kk, c), [c, o, K, K])
         });
-        let bias = need[2].then(|| flex(row_sums(&dyc, o), [o]));
+        let bias = need[2].then(|| flex(channel_sums(&dy, o, 4 * h * wd), [o]));
         LayerGrads {
             x: x_grad,
             weight,
@@ -309,8 +308,8 @@ fn valid(k: usize, len: usize, out: usize) -> std::ops::Range<usize> {
     first..last.max(first)
 }
 
-/// Channel-major input planes [C, N, H, W] to columns [C*16, N*Ho*Wo] for a kernel-4,
-/// stride-2, padding-1 convolution with output grid Ho x Wo; out-of-image taps are zero.
+/// Input planes [N, C, H, W] to columns [C*16, N*Ho*Wo] for a kernel-4, stride-2, padding-1
+/// convolution with output grid Ho x Wo; out-of-image taps are zero.
 fn im2col(
     src: &[f32],
     c: usize,
@@ -324,7 +323,7 @@ fn im2col(
         let (ci, kh, kw) = (row / (K * K), row / K % K, row % K);
         let (rows, js) = (valid(kh, h, ho), valid(kw, w, wo));
         for ni in 0..n {
-            let plane = &src[(ci * n + ni) * h * w..][..h * w];
+            let plane = &src[(ni * c + ci) * h * w..][..h * w];
             for i in rows.clone() {
                 let line = &plane[(2 * i + kh - 1) * w..][..w];
                 let d = &mut dst[(ni * ho + i) * wo..][..wo];
@@ -337,27 +336,32 @@ fn im2col(
     cols
 }
 
-/// The adjoint of [`im2col`]: sums columns back into channel-major planes [C, N, H, W].
+/// The adjoint of [`im2col`]: sums columns back into planes [N, C, H, W], each starting
+/// from its channel's `bias` (or zero).
 fn col2im(
     cols: &[f32],
     c: usize,
     n: usize,
     (h, w): (usize, usize),
     (ho, wo): (usize, usize),
+    bias: Option<&[f32]>,
 ) -> Vec<f32> {
     let p = n * ho * wo;
-    let mut out = vec![0.0; c * n * h * w];
-    // One task per channel: the rows of a channel all write to its planes, and only them.
-    out.par_chunks_mut(n * h * w)
+    let mut out = vec![0.0; n * c * h * w];
+    // One task per sample: it writes its own planes, and only them.
+    out.par_chunks_mut(c * h * w)
         .enumerate()
-        .for_each(|(ci, planes)| {
-            for k in 0..K * K {
-                let (kh, kw) = (k / K, k % K);
-                let (rows, js) = (valid(kh, h, ho), valid(kw, w, wo));
-                let row = &cols[(ci * K * K + k) * p..][..p];
-                for ni in 0..n {
+        .for_each(|(ni, planes)| {
+            for (ci, plane) in planes.chunks_exact_mut(h * w).enumerate() {
+                if let Some(b) = bias {
+                    plane.fill(b[ci]);
+                }
+                for k in 0..K * K {
+                    let (kh, kw) = (k / K, k % K);
+                    let (rows, js) = (valid(kh, h, ho), valid(kw, w, wo));
+                    let row = &cols[(ci * K * K + k) * p..][..p];
                     for i in rows.clone() {
-                        let line = &mut planes[(ni * h + 2 * i + kh - 1) * w..][..w];
+                        let line = &mut plane[(2 * i + kh - 1) * w..][..w];
                         let src = &row[(ni * ho + i) * wo..][..wo];
                         for j in js.clone() {
                             line[2 * j + kw - 1] += src[j];
@@ -367,6 +371,18 @@ fn col2im(
             }
         });
     out
+}
+
+/// Per-channel sums of [N, C, HW].
+fn channel_sums(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    (0..c)
+        .into_par_iter()
+        .map(|ci| {
+            (x.chunks_exact(c * hw))
+                .map(|sample| sample[ci * hw..][..hw].iter().sum::<f32>())
+                .sum()
+        })
+        .collect()
 }
 
 fn row_sums(m: &[f32], rows: usize) -> Vec<f32> {

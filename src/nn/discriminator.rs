@@ -95,6 +95,7 @@ mod tests {
         let cfg = crate::config::TrainingConfig::preset("dcgan").unwrap();
         let mut d_cfg = cfg.discriminator.clone();
         d_cfg.dropout = 0.0;
+        d_cfg.first_activation = false;
         let plain = d_cfg.init::<Flex>(3, &device);
         let activated = Discriminator {
             first_activation: true,

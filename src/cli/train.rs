@@ -37,9 +37,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "preset")]
     pub config: Option<PathBuf>,
 
-    /// Start G and/or D from these weights instead of the initialiser: a safetensors state
-    /// dict written by `dcgan export` or by PyTorch for the reference networks (one network
-    /// per file, or both under `g.` and `d.` prefixes). Repeat for G and D.
+    /// Start G and/or D from these weights instead of the initialiser: a state dict written
+    /// by `dcgan export`, or by PyTorch for the reference networks as safetensors or `.pt`
+    /// (one network per file, or both under `g.` and `d.` prefixes). Repeat for G and D.
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     pub init_from: Vec<PathBuf>,
     /// Built-in preset (default: dcgan).

@@ -26,18 +26,13 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<NamedTensor>> {
     })?;
     let mut out = Vec::new();
     for (name, snapshot) in reader.into_tensors() {
-        if !snapshot.dtype.is_float() {
-            continue;
-        }
-        if !matches!(
-            snapshot.dtype,
-            DType::F64 | DType::F32 | DType::F16 | DType::BF16
-        ) {
-            bail!(
-                "{}: tensor {name} is {:?}; dcgan reads float32, float64 or half-precision weights",
-                path.display(),
-                snapshot.dtype
-            );
+        match snapshot.dtype {
+            DType::F64 | DType::F32 | DType::F16 | DType::BF16 => {}
+            other if other.is_float() => bail!(
+                "{}: tensor {name} is {other:?}; dcgan reads float32, float64 or half-precision weights",
+                path.display()
+            ),
+            _ => continue,
         }
         let data = snapshot
             .to_data()

@@ -11,7 +11,7 @@ use super::ema::Ema;
 use super::start_weights::StartWeights;
 use crate::config::{GanLoop, OptimizerConfig, TrainingConfig};
 use crate::data::{FaceBatcher, Faces};
-use crate::nn::{self, torch_names, Discriminator, Generator, Mode, TrainBackend};
+use crate::nn::{self, Discriminator, Generator, Mode, TrainBackend};
 use crate::rng::{stream_seed, Stream};
 use crate::run::{self, Records, RunDir};
 
@@ -97,12 +97,9 @@ impl<B: TrainBackend> Gan<B> {
     /// starts from the loaded G. The first tensor missing or of the wrong shape is an error
     /// naming it and its file.
     pub fn with_start(mut self, cfg: &TrainingConfig, weights: &StartWeights) -> Result<Self> {
-        if let Some(w) = &weights.g {
-            self.g = torch_names::generator_from_tensors(self.g, &w.tensors, &w.origin)?;
+        (self.g, self.d) = weights.apply(self.g, self.d)?;
+        if weights.g.is_some() {
             self.ema = cfg.ema.map(|e| Ema::new(self.g.valid(), e.decay));
-        }
-        if let Some(w) = &weights.d {
-            self.d = torch_names::discriminator_from_tensors(self.d, &w.tensors, &w.origin)?;
         }
         Ok(self)
     }

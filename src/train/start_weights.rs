@@ -1,5 +1,5 @@
 //! `train --init-from`: G and D start from weights saved elsewhere (`dcgan export`, or a
-//! PyTorch state dict of the reference networks saved with safetensors) instead of the
+//! PyTorch state dict of the reference networks, as safetensors or `.pt`) instead of the
 //! config's initialiser.
 
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use burn::tensor::backend::Backend;
 
 use crate::config::TrainingConfig;
 use crate::nn::torch_names::{self, NamedTensor};
+use crate::nn::{Discriminator, Generator};
 use crate::run::read_state_dict;
 
 /// One network's tensors, and the file they came from (for error messages).
@@ -66,18 +67,33 @@ impl StartWeights {
         Ok(out)
     }
 
-    /// Loads each given network into a fresh one of `cfg`'s, so that a missing or misshapen
+    /// `g` and `d` with the given networks' weights in place of theirs. The first tensor
+    /// missing or of the wrong shape is an error naming it and its file.
+    pub fn apply<B: Backend>(
+        &self,
+        g: Generator<B>,
+        d: Discriminator<B>,
+    ) -> Result<(Generator<B>, Discriminator<B>)> {
+        let g = match &self.g {
+            Some(w) => torch_names::generator_from_tensors(g, &w.tensors, &w.origin)?,
+            None => g,
+        };
+        let d = match &self.d {
+            Some(w) => torch_names::discriminator_from_tensors(d, &w.tensors, &w.origin)?,
+            None => d,
+        };
+        Ok((g, d))
+    }
+
+    /// Applies the weights to fresh networks of `cfg`'s, so that a missing or misshapen
     /// tensor is reported before any data is decoded or anything is written.
     pub fn check<B: Backend>(&self, cfg: &TrainingConfig, device: &B::Device) -> Result<()> {
-        if let Some(w) = &self.g {
-            let template = cfg.generator.init::<B>(0, device);
-            torch_names::generator_from_tensors(template, &w.tensors, &w.origin)?;
+        if self.g.is_none() && self.d.is_none() {
+            return Ok(());
         }
-        if let Some(w) = &self.d {
-            let template = cfg.discriminator.init::<B>(0, device);
-            torch_names::discriminator_from_tensors(template, &w.tensors, &w.origin)?;
-        }
-        Ok(())
+        let g = cfg.generator.init::<B>(0, device);
+        self.apply(g, cfg.discriminator.init::<B>(0, device))
+            .map(drop)
     }
 
     fn put(&mut self, is_g: bool, tensors: Vec<NamedTensor>, origin: &str) -> Result<()> {

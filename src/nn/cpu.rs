@@ -494,21 +494,10 @@ fn product(
     }
 }
 
-/// Seconds for one `size` x `size` x `size` product through [`matmul`], the median of
-/// `runs` after one untimed run: the rate the machine's GEMM reaches on a large square
-/// problem, beside which `dcgan bench --gemm` puts the step's own products.
-pub fn square_gemm_secs(size: usize, runs: usize) -> f64 {
-    let a: Vec<f32> = (0..size * size).map(|i| (i % 17) as f32 * 0.01).collect();
-    let mut times: Vec<f64> = (0..=runs)
-        .map(|_| {
-            let t = std::time::Instant::now();
-            std::hint::black_box(matmul(&a, false, &a, false, size, size, size));
-            t.elapsed().as_secs_f64()
-        })
-        .skip(1)
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+/// `a` times itself for a square `a` of `size` x `size`: the large square product
+/// `dcgan bench --gemm` measures the machine's GEMM rate with.
+pub fn square_product(a: &[f32], size: usize) -> Vec<f32> {
+    matmul(a, false, a, false, size, size, size)
 }
 
 #[cfg(test)]

@@ -67,7 +67,8 @@ impl<B: LayerBackend> Discriminator<B> {
             _ => mode,
         };
         let x = self.conv1.forward(images); // [N, 32, 32, 32]
-                                            // The notebook's D has no activation here; the paper's has.
+
+        // The notebook's D has no activation here; the paper's has.
         let x = if self.first_activation {
             leaky_relu(x, LEAKY_SLOPE as f64)
         } else {

@@ -537,21 +537,31 @@ fn resident_memory_does_not_grow_over_epochs() {
     let tmp = tempdir().unwrap();
     let faces = faces_dir();
     let out = tmp.path().join("run");
-    let log = dcgan_ok(&[
-        "train",
-        "--data",
-        p(&faces),
-        "--limit",
-        "16",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "10",
-        "--backend",
-        "cpu",
-        "--out",
-        p(&out),
-    ]);
+    // dcgan keeps freed pages (src/main.rs), so its size is a high-water mark that can step
+    // up once late in a run from fragmentation alone. A leak shows under the allocator's
+    // default too, where freed pages go back to the system: the test runs under it.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_dcgan"))
+        .args([
+            "train",
+            "--data",
+            p(&faces),
+            "--limit",
+            "16",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "10",
+            "--backend",
+            "cpu",
+            "--out",
+            p(&out),
+        ])
+        .env("NO_COLOR", "1")
+        .env("MIMALLOC_PURGE_DELAY", "10")
+        .output()
+        .expect("run dcgan");
+    let log = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{log}");
     let rss: Vec<u64> = log
         .lines()
         .filter(|l| l.starts_with("epoch "))
@@ -567,13 +577,10 @@ fn resident_memory_does_not_grow_over_epochs() {
         })
         .collect();
     assert_eq!(rss.len(), 10, "{log}");
-    // The allocator keeps freed pages (src/main.rs), so the process grows to its high-water
-    // mark over the first epochs (measured: by epoch 4) and then stays there; a leak keeps
-    // growing every epoch.
-    let (e5, e10) = (rss[4] as f64, rss[9] as f64);
+    let (e2, e10) = (rss[1] as f64, rss[9] as f64);
     assert!(
-        e10 <= e5 * 1.03,
-        "resident memory grew from {e5} MB after epoch 5 to {e10} MB after epoch 10: {rss:?}"
+        e10 <= e2 * 1.05,
+        "resident memory grew from {e2} MB after epoch 2 to {e10} MB after epoch 10: {rss:?}"
     );
 }
 

@@ -45,8 +45,8 @@ pub struct BenchSettings {
     pub backend_name: String,
     /// Count the kernels a step launches (WGPU, with [`crate::backend::launches`] enabled).
     pub count_launches: bool,
-    /// Time the CPU layers' matrix products of one more step (`--gemm`).
-    pub gemm: bool,
+    /// Time the CPU layers' operations and matrix products in one more step (`--profile`).
+    pub profile: bool,
 }
 
 /// One measurement: the schema shared with `tests/reference/*.py`.
@@ -226,12 +226,54 @@ fn bench_step<B: TrainBackend>(
         m.launches_per_step = Some((launches::settled() - before) as f64 / STEPS as f64);
     }
     report(&m, &format!("step    batch {batch}"));
-    if s.gemm {
+    if s.profile {
         gemm_time::start();
-        step(s.warmup + s.runs);
-        report_gemms(&gemm_time::stop(), m.median_s);
+        let (secs, ()) = time(|| step(s.warmup + s.runs));
+        let profile = gemm_time::stop();
+        report_gemms(&profile.products, m.median_s);
+        report_ops(&profile.ops, secs);
     }
     Ok(m)
+}
+
+/// The time of each operation of one step and of its parts, and what ran outside them.
+fn report_ops(ops: &[(gemm_time::Op, gemm_time::Timing)], step_s: f64) {
+    let ms = |s: f64| 1e3 * s;
+    let tops: f64 = ops
+        .iter()
+        .filter(|(o, _)| o.part.is_none())
+        .map(|(_, t)| t.secs)
+        .sum();
+    eprintln!(
+        "time by operation in that step ({:.0} ms in all):",
+        ms(step_s)
+    );
+    eprintln!(
+        "  {:<34} {:>5} {:>8}",
+        "operation (its parts indented)", "calls", "ms"
+    );
+    for (op, t) in ops.iter().filter(|(o, _)| o.part.is_none()) {
+        eprintln!("  {:<34} {:>5} {:>8.1}", op.name, t.calls, ms(t.secs));
+        let parts: Vec<_> = ops
+            .iter()
+            .filter(|(o, _)| o.name == op.name && o.part.is_some())
+            .collect();
+        for (part, p) in &parts {
+            let name = part.part.unwrap_or_default();
+            eprintln!("    {name:<32} {:>5} {:>8.1}", p.calls, ms(p.secs));
+        }
+        if !parts.is_empty() {
+            let rest = t.secs - parts.iter().map(|(_, p)| p.secs).sum::<f64>();
+            eprintln!("    {:<32} {:>5} {:>8.1}", "(the rest)", "", ms(rest));
+        }
+    }
+    eprintln!(
+        "  {:<34} {:>5} {:>8.1}",
+        "outside these: burn's own ops",
+        "",
+        ms(step_s - tops)
+    );
+    eprintln!("    (dense layers, losses, dropout, Adam, noise)");
 }
 
 /// The products of one step by shape, beside a large square product on the same cores.

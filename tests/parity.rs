@@ -195,7 +195,8 @@ fn started(cfg: &TrainingConfig) -> Gan<B> {
 
 /// Replays `name` with `cfg` from the shared start weights. Returns the report it prints and
 /// the largest relative differences from the float64 run: the losses of the first
-/// `exact_steps` steps and the weights after step 1 (ours); later losses and final weights, each
+/// `exact_steps` steps that the nudged runs leave within `LOSS_TOLERANCE`, and the weights after
+/// step 1 (ours); the other losses and the final weights, each
 /// as (ours, the farthest of the framework's float32 run and its nudged float64 runs).
 fn replay(
     name: &str,
@@ -219,7 +220,12 @@ fn replay(
                 relative(ours[k], exact[3 * s + k]),
                 relative(f32_run[3 * s + k], exact[3 * s + k]),
             );
-            if s < exact_steps {
+            // A loss the framework's own nudged float64 runs move beyond the tolerance is
+            // as sensitive as the later ones (the Keras fixture's step-2 G loss: 3.6e-3).
+            let nudged_move = (nudged.iter())
+                .map(|run| relative(run[3 * s + k], exact[3 * s + k]))
+                .fold(0.0f32, f32::max);
+            if s < exact_steps && nudged_move < LOSS_TOLERANCE {
                 first = first.max(o);
             } else {
                 ours_later = ours_later.max(o);
@@ -263,7 +269,8 @@ fn replay(
 }
 
 /// The checks, from measurements recorded in `docs/design.md` ("Parity"). The first steps
-/// agree to `LOSS_TOLERANCE`, as do the weights after step 1. After that, float32 rounding is
+/// agree to `LOSS_TOLERANCE`, as do the weights after step 1. After that (or sooner, for a
+/// loss the nudged runs already move beyond that tolerance), float32 rounding is
 /// amplified (BatchNorm's backward cancels large sums; Adam divides each gradient by its own
 /// size, so a near-zero gradient's rounding becomes a full step; a value crossing a LeakyReLU
 /// kink changes the gradient by a jump): the framework's own float32 run, and its float64 runs

@@ -11,7 +11,7 @@ use crate::with_backend;
 /// Measure loading, training-step and sampling speed (medians of several runs).
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  dcgan bench --data img_align_celeba --limit 5000\n  dcgan bench --only step --backend cpu --batch-size 128 --json\n  dcgan bench --only step --backend cpu --gemm\n  dcgan bench --only step,sample --backend wgpu --runs 10"
+    after_help = "Examples:\n  dcgan bench --data img_align_celeba --limit 5000\n  dcgan bench --only step --backend cpu --batch-size 128 --json\n  dcgan bench --only step --backend cpu --profile\n  dcgan bench --only step,sample --backend wgpu --runs 10"
 )]
 pub struct BenchArgs {
     /// Folder or zip of photos for the loading benchmarks (and real faces for the step).
@@ -38,10 +38,11 @@ pub struct BenchArgs {
     /// Timed runs; the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: u64,
-    /// After the step: time each matrix product of one more step by shape, beside a
-    /// 4096 x 4096 product on the same cores (CPU backend only).
-    #[arg(long)]
-    pub gemm: bool,
+    /// After the step: profile one more step, timing each layer operation and its parts,
+    /// and each matrix product by shape beside a 4096 x 4096 product on the same cores
+    /// (CPU backend only).
+    #[arg(long, alias = "gemm")]
+    pub profile: bool,
     /// Print one JSON object per measurement on stdout.
     #[arg(long)]
     pub json: bool,
@@ -69,8 +70,8 @@ pub(super) fn bench_command(args: BenchArgs) -> Result<()> {
     let resolved = backend::resolve(args.backend)?;
     eprintln!("benchmarking on {}", resolved.name());
     let gpu = matches!(resolved, backend::Resolved::Wgpu { .. });
-    if args.gemm && (gpu || !parts.contains(&bench::Part::Step)) {
-        bail!("--gemm times the CPU layers' products in a training step: use it with --backend cpu and the step part (--only step)");
+    if args.profile && (gpu || !parts.contains(&bench::Part::Step)) {
+        bail!("--profile times the CPU layers in a training step: use it with --backend cpu and the step part (--only step)");
     }
     let count_launches = gpu && parts.contains(&bench::Part::Step) && backend::launches::enable();
     let settings = bench::BenchSettings {
@@ -85,7 +86,7 @@ pub(super) fn bench_command(args: BenchArgs) -> Result<()> {
             backend::Resolved::Wgpu { .. } => "wgpu".into(),
         },
         count_launches,
-        gemm: args.gemm,
+        profile: args.profile,
     };
     let results = with_backend!(resolved, |B, device| bench::run::<Autodiff<B>>(
         &settings, &device

@@ -7,6 +7,7 @@
 //! gradients read one operand channels-last ([N*H*W, C]), the layout GEMM packs fastest.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
@@ -20,6 +21,7 @@ const K: usize = 4;
 
 impl LayerBackend for Flex {
     fn conv_down(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let _span = gemm_time::span("conv_down");
         let [n, c, h, wd] = dims(&x);
         let o = dims(&w)[0];
         let (ho, wo) = (h / 2, wd / 2);
@@ -32,6 +34,7 @@ impl LayerBackend for Flex {
     }
 
     fn conv_up(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let _span = gemm_time::span("conv_up");
         let [n, c, h, wd] = dims(&x);
         let o = dims(&w)[1];
         let xc = to_cnhw(&floats(&x), n, c, h * wd);
@@ -47,6 +50,7 @@ impl LayerBackend for Flex {
         dy: FlexTensor,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
+        let _span = gemm_time::span("conv_down_backward");
         let [n, c, h, wd] = dims(&x);
         let o = dims(&w)[0];
         let (ho, wo, kk) = (h / 2, wd / 2, c * K * K);
@@ -75,6 +79,7 @@ impl LayerBackend for Flex {
         dy: FlexTensor,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
+        let _span = gemm_time::span("conv_up_backward");
         let [n, c, h, wd] = dims(&x);
         let o = dims(&w)[1];
         let (p, kk) = (n * h * wd, o * K * K);
@@ -100,6 +105,7 @@ impl LayerBackend for Flex {
     }
 
     fn leaky_bn(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> [FlexTensor; 3] {
+        let _span = gemm_time::span("leaky_bn");
         let [n, c, h, w] = dims(&x);
         let xs = floats(&x);
         let (mean, var) = leaky_channel_stats(&xs, n, c, h * w);
@@ -113,6 +119,7 @@ impl LayerBackend for Flex {
     }
 
     fn leaky_affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor) -> FlexTensor {
+        let _span = gemm_time::span("leaky_affine");
         let [n, c, h, w] = dims(&x);
         let (xs, scale, shift) = (floats(&x), floats(&scale), floats(&shift));
         flex(affine(&xs, c, h * w, &scale, &shift), [n, c, h, w])
@@ -126,50 +133,56 @@ impl LayerBackend for Flex {
         eps: f64,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
+        let _span = gemm_time::span("leaky_bn_backward");
         let [n, c, h, w] = dims(&x);
         let hw = h * w;
         let (xs, dys, g) = (floats(&x), floats(&dy), floats(&gamma));
         let (mean, var) = leaky_channel_stats(&xs, n, c, hw);
         let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps as f32).sqrt()).collect();
         // Per channel: sum of dy (beta's gradient) and of dy * x_hat (gamma's).
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ci| {
-                let (mut s, mut sx) = (0.0f64, 0.0f64);
-                for ni in 0..n {
-                    let o = (ni * c + ci) * hw;
-                    let (mut a, mut b) = (0.0f32, 0.0f32);
-                    for (&v, &d) in xs[o..o + hw].iter().zip(&dys[o..o + hw]) {
-                        a += d;
-                        b += d * (leaky(v) - mean[ci]) * inv[ci];
+        let sums: Vec<(f64, f64)> = {
+            (0..c)
+                .into_par_iter()
+                .map(|ci| {
+                    let (mut s, mut sx) = (0.0f64, 0.0f64);
+                    let (mu, k) = (mean[ci], inv[ci]);
+                    for ni in 0..n {
+                        let o = (ni * c + ci) * hw;
+                        let [a, b] = lane_sums(&xs[o..o + hw], &dys[o..o + hw], |v, d| {
+                            [d, d * (leaky(v) - mu) * k]
+                        });
+                        s += a as f64;
+                        sx += b as f64;
                     }
-                    s += a as f64;
-                    sx += b as f64;
-                }
-                (s, sx)
-            })
-            .collect();
+                    (s, sx)
+                })
+                .collect()
+        };
         let m = (n * hw) as f32;
         let x_grad = need[0].then(|| {
-            let mut dx = vec![0.0f32; xs.len()];
-            dx.par_chunks_mut(c * hw)
-                .zip(xs.par_chunks(c * hw).zip(dys.par_chunks(c * hw)))
-                .for_each(|(dst, (xv, dv))| {
-                    for ci in 0..c {
-                        let k = g[ci] * inv[ci];
-                        let (mdy, mdyx) = (sums[ci].0 as f32 / m, sums[ci].1 as f32 / m);
-                        let range = ci * hw..(ci + 1) * hw;
-                        for ((o, &v), &d) in dst[range.clone()]
-                            .iter_mut()
-                            .zip(&xv[range.clone()])
-                            .zip(&dv[range])
-                        {
-                            let xhat = (leaky(v) - mean[ci]) * inv[ci];
-                            let slope = if v > 0.0 { 1.0 } else { LEAKY_SLOPE };
-                            *o = k * (d - mdy - xhat * mdyx) * slope;
-                        }
-                    }
-                });
+            // SAFETY: each sample's chunk writes every channel's plane whole.
+            let dx = unsafe {
+                written(xs.len(), |dx| {
+                    dx.par_chunks_mut(c * hw)
+                        .zip(xs.par_chunks(c * hw).zip(dys.par_chunks(c * hw)))
+                        .for_each(|(dst, (xv, dv))| {
+                            for ci in 0..c {
+                                let (k, mu, inv) = (g[ci] * inv[ci], mean[ci], inv[ci]);
+                                let (mdy, mdyx) = (sums[ci].0 as f32 / m, sums[ci].1 as f32 / m);
+                                let range = ci * hw..(ci + 1) * hw;
+                                for ((o, &v), &d) in dst[range.clone()]
+                                    .iter_mut()
+                                    .zip(&xv[range.clone()])
+                                    .zip(&dv[range])
+                                {
+                                    let xhat = (leaky(v) - mu) * inv;
+                                    let slope = if v > 0.0 { 1.0 } else { LEAKY_SLOPE };
+                                    o.write(k * (d - mdy - xhat * mdyx) * slope);
+                                }
+                            }
+                        })
+                })
+            };
             flex(dx, [n, c, h, w])
         });
         let gamma_grad = need[1].then(|| flex(sums.iter().map(|s| s.1 as f32).collect(), [c]));
@@ -184,19 +197,23 @@ impl LayerBackend for Flex {
 
 /// LeakyReLU(x) * scale + shift per channel of [N, C, HW].
 fn affine(xs: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; xs.len()];
-    y.par_chunks_mut(c * hw)
-        .zip(xs.par_chunks(c * hw))
-        .for_each(|(dst, src)| {
-            for ci in 0..c {
-                let (sc, sh) = (scale[ci], shift[ci]);
-                let range = ci * hw..(ci + 1) * hw;
-                for (d, &v) in dst[range.clone()].iter_mut().zip(&src[range]) {
-                    *d = leaky(v) * sc + sh;
-                }
-            }
-        });
-    y
+    let _span = gemm_time::span("affine");
+    // SAFETY: each sample's chunk writes every channel's plane whole.
+    unsafe {
+        written(xs.len(), |y| {
+            y.par_chunks_mut(c * hw)
+                .zip(xs.par_chunks(c * hw))
+                .for_each(|(dst, src)| {
+                    for ci in 0..c {
+                        let (sc, sh) = (scale[ci], shift[ci]);
+                        let range = ci * hw..(ci + 1) * hw;
+                        for (d, &v) in dst[range.clone()].iter_mut().zip(&src[range]) {
+                            d.write(leaky(v) * sc + sh);
+                        }
+                    }
+                })
+        })
+    }
 }
 
 fn leaky(v: f32) -> f32 {
@@ -210,17 +227,18 @@ fn leaky(v: f32) -> f32 {
 /// Mean and biased variance of LeakyReLU(x) per channel of [N, C, HW]; two passes, so the
 /// variance does not lose its digits to cancellation.
 fn leaky_channel_stats(xs: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
+    let _span = gemm_time::span("leaky_channel_stats");
     let m = (n * hw) as f64;
     (0..c)
         .into_par_iter()
         .map(|ci| {
             let planes = || (0..n).map(move |ni| &xs[(ni * c + ci) * hw..][..hw]);
             let sum: f64 = planes()
-                .map(|p| p.iter().map(|&v| leaky(v)).sum::<f32>() as f64)
+                .map(|p| lane_sums(p, p, |v, _| [leaky(v)])[0] as f64)
                 .sum();
             let mean = (sum / m) as f32;
             let sq: f64 = planes()
-                .map(|p| p.iter().map(|&v| (leaky(v) - mean).powi(2)).sum::<f32>() as f64)
+                .map(|p| lane_sums(p, p, |v, _| [(leaky(v) - mean).powi(2)])[0] as f64)
                 .sum();
             (mean, (sq / m) as f32)
         })
@@ -251,53 +269,67 @@ fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
 
 /// [N, C, HW] -> [C, N, HW].
 fn to_cnhw(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(n * hw)
-        .enumerate()
-        .for_each(|(ci, dst)| {
-            for (ni, d) in dst.chunks_exact_mut(hw).enumerate() {
-                d.copy_from_slice(&x[(ni * c + ci) * hw..][..hw]);
-            }
-        });
-    out
+    let _span = gemm_time::span("to_cnhw");
+    // SAFETY: each channel's chunk copies all n of its planes.
+    unsafe {
+        written(x.len(), |out| {
+            out.par_chunks_mut(n * hw)
+                .enumerate()
+                .for_each(|(ci, dst)| {
+                    for (ni, d) in dst.chunks_exact_mut(hw).enumerate() {
+                        copy(d, &x[(ni * c + ci) * hw..][..hw]);
+                    }
+                })
+        })
+    }
 }
 
 /// [N, C, HW] -> [N, HW, C] (channels last; of one [C, HW] matrix, its transpose),
 /// in square tiles that stay in cache.
 fn to_nhwc(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    let _span = gemm_time::span("to_nhwc");
     const TILE: usize = 32;
-    let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(c * hw)
-        .zip(x.par_chunks(c * hw))
-        .for_each(|(dst, src)| {
-            for p0 in (0..hw).step_by(TILE) {
-                for c0 in (0..c).step_by(TILE) {
-                    for p in p0..(p0 + TILE).min(hw) {
-                        for ci in c0..(c0 + TILE).min(c) {
-                            dst[p * c + ci] = src[ci * hw + p];
+    // SAFETY: the tiles of each sample cover all of its hw x c elements.
+    unsafe {
+        written(x.len(), |out| {
+            out.par_chunks_mut(c * hw)
+                .zip(x.par_chunks(c * hw))
+                .for_each(|(dst, src)| {
+                    for p0 in (0..hw).step_by(TILE) {
+                        for c0 in (0..c).step_by(TILE) {
+                            for p in p0..(p0 + TILE).min(hw) {
+                                for ci in c0..(c0 + TILE).min(c) {
+                                    dst[p * c + ci].write(src[ci * hw + p]);
+                                }
+                            }
                         }
                     }
-                }
-            }
-        });
-    out
+                })
+        })
+    }
 }
 
 /// [C, N, HW] -> [N, C, HW], adding a per-channel bias on the way.
 fn to_nchw(y: &[f32], c: usize, n: usize, hw: usize, bias: Option<&[f32]>) -> Vec<f32> {
-    let mut out = vec![0.0; y.len()];
-    out.par_chunks_mut(c * hw)
-        .enumerate()
-        .for_each(|(ni, dst)| {
-            for (ci, d) in dst.chunks_exact_mut(hw).enumerate() {
-                let src = &y[(ci * n + ni) * hw..][..hw];
-                match bias {
-                    Some(b) => d.iter_mut().zip(src).for_each(|(d, s)| *d = s + b[ci]),
-                    None => d.copy_from_slice(src),
-                }
-            }
-        });
-    out
+    let _span = gemm_time::span("to_nchw");
+    // SAFETY: each sample's chunk writes all c of its planes.
+    unsafe {
+        written(y.len(), |out| {
+            out.par_chunks_mut(c * hw)
+                .enumerate()
+                .for_each(|(ni, dst)| {
+                    for (ci, d) in dst.chunks_exact_mut(hw).enumerate() {
+                        let src = &y[(ci * n + ni) * hw..][..hw];
+                        match bias {
+                            Some(b) => d.iter_mut().zip(src).for_each(|(d, s)| {
+                                d.write(s + b[ci]);
+                            }),
+                            None => copy(d, src),
+                        }
+                    }
+                })
+        })
+    }
 }
 
 /// The output positions `i` whose tap `2i + k - 1` lands inside a side of `len` pixels.
@@ -317,27 +349,69 @@ fn im2col(
     (h, w): (usize, usize),
     (ho, wo): (usize, usize),
 ) -> Vec<f32> {
+    let _span = gemm_time::span("im2col");
+    assert!(
+        w == 2 * wo && w <= MAX_SIDE,
+        "im2col: a stride-2 layer halves each side"
+    );
     let p = n * ho * wo;
-    let mut cols = vec![0.0; c * K * K * p];
-    cols.par_chunks_mut(p).enumerate().for_each(|(row, dst)| {
-        let (ci, kh, kw) = (row / (K * K), row / K % K, row % K);
-        let (rows, js) = (valid(kh, h, ho), valid(kw, w, wo));
-        for ni in 0..n {
-            let plane = &src[(ni * c + ci) * h * w..][..h * w];
-            for i in rows.clone() {
-                let line = &plane[(2 * i + kh - 1) * w..][..w];
-                let d = &mut dst[(ni * ho + i) * wo..][..wo];
-                for j in js.clone() {
-                    d[j] = line[2 * j + kw - 1];
-                }
-            }
-        }
-    });
-    cols
+    // SAFETY: every (ci, kh) block writes all four of its rows whole.
+    unsafe {
+        written(c * K * K * p, |cols| {
+            cols.par_chunks_mut(K * p)
+                .enumerate()
+                .for_each(|(block, dst)| {
+                    let (ci, kh) = (block / K, block % K);
+                    let rows = valid(kh, h, ho);
+                    let (mut even, mut odd) = ([0.0f32; MAX_SIDE / 2], [0.0f32; MAX_SIDE / 2]);
+                    for ni in 0..n {
+                        let plane = &src[(ni * c + ci) * h * w..][..h * w];
+                        for i in 0..ho {
+                            let at = (ni * ho + i) * wo;
+                            let mut d = dst.chunks_exact_mut(p).map(|r| &mut r[at..at + wo]);
+                            let [d0, d1, d2, d3] = [(); 4].map(|_| d.next().expect("four rows"));
+                            if !rows.contains(&i) {
+                                for r in [d0, d1, d2, d3] {
+                                    fill(r, 0.0);
+                                }
+                                continue;
+                            }
+                            // Output j's tap kw reads input 2j + kw - 1: kw = 1 and 3 the even
+                            // pixels, kw = 0 and 2 the odd ones, each shifted by one or not.
+                            let line = &plane[(2 * i + kh - 1) * w..][..w];
+                            for (s, pair) in line.chunks_exact(2).enumerate() {
+                                (even[s], odd[s]) = (pair[0], pair[1]);
+                            }
+                            let (even, odd) = (&even[..wo], &odd[..wo]);
+                            d0[0].write(0.0);
+                            copy(&mut d0[1..], &odd[..wo - 1]);
+                            copy(d1, even);
+                            copy(d2, odd);
+                            copy(&mut d3[..wo - 1], &even[1..]);
+                            d3[wo - 1].write(0.0);
+                        }
+                    }
+                })
+        })
+    }
 }
 
-/// The adjoint of [`im2col`]: sums columns back into planes [N, C, H, W], each starting
-/// from its channel's `bias` (or zero).
+/// The widest side the stride-2 layers handle (the networks' 64x64 images).
+const MAX_SIDE: usize = 64;
+
+fn copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    dst.write_copy_of_slice(src);
+}
+
+fn fill(dst: &mut [MaybeUninit<f32>], v: f32) {
+    dst.iter_mut().for_each(|d| {
+        d.write(v);
+    });
+}
+
+/// The adjoint of [`im2col`]: sums columns back into planes [N, C, H, W] (H = 2*Ho and
+/// W = 2*Wo), each starting from its channel's `bias` (or zero). Each output pixel is
+/// written once, as the sum of the four taps that reach it.
 fn col2im(
     cols: &[f32],
     c: usize,
@@ -346,48 +420,147 @@ fn col2im(
     (ho, wo): (usize, usize),
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    let _span = gemm_time::span("col2im");
+    assert!(
+        h == 2 * ho && w == 2 * wo && w <= MAX_SIDE,
+        "col2im: a stride-2 layer doubles each side"
+    );
     let p = n * ho * wo;
-    let mut out = vec![0.0; n * c * h * w];
-    // One task per sample: it writes its own planes, and only them.
-    out.par_chunks_mut(c * h * w)
-        .enumerate()
-        .for_each(|(ni, planes)| {
-            for (ci, plane) in planes.chunks_exact_mut(h * w).enumerate() {
-                if let Some(b) = bias {
-                    plane.fill(b[ci]);
-                }
-                for k in 0..K * K {
-                    let (kh, kw) = (k / K, k % K);
-                    let (rows, js) = (valid(kh, h, ho), valid(kw, w, wo));
-                    let row = &cols[(ci * K * K + k) * p..][..p];
-                    for i in rows.clone() {
-                        let line = &mut plane[(2 * i + kh - 1) * w..][..w];
-                        let src = &row[(ni * ho + i) * wo..][..wo];
-                        for j in js.clone() {
-                            line[2 * j + kw - 1] += src[j];
-                        }
-                    }
-                }
-            }
-        });
+    let zeros = vec![0.0f32; wo];
+    let mut out = Vec::with_capacity(n * c * h * w);
+    let planes = Planes(out.spare_capacity_mut().as_mut_ptr(), h * w);
+    // Channel-major order, so each thread reads every column row front to back; a plane is
+    // whole within one task, and each is written by exactly one.
+    (0..c * n).into_par_iter().for_each(|task| {
+        let (ci, ni) = (task / n, task % n);
+        // SAFETY: plane ni * c + ci is inside `out`'s capacity and no other task touches it.
+        let dst = unsafe { planes.plane(ni * c + ci) };
+        let b = bias.map_or(0.0, |b| b[ci]);
+        // Row i of the grid, in the column row of tap (kh, kw); zeros off the grid.
+        let tap = |kh: usize, kw: usize, i: Option<usize>| match i {
+            Some(i) if i < ho => &cols[(ci * K * K + kh * K + kw) * p + (ni * ho + i) * wo..][..wo],
+            _ => &zeros[..],
+        };
+        for (y, line) in dst.chunks_exact_mut(w).enumerate() {
+            // Output row y = 2i + kh - 1: even rows take kh = 1 (i = y/2) and kh = 3
+            // (i = y/2 - 1); odd rows kh = 0 (i = y/2 + 1) and kh = 2 (i = y/2).
+            let t = y / 2;
+            let pairs = if y % 2 == 0 {
+                [(1, Some(t)), (3, t.checked_sub(1))]
+            } else {
+                [(0, Some(t + 1)), (2, Some(t))]
+            };
+            let taps = pairs.map(|(kh, i)| [0, 1, 2, 3].map(|kw| tap(kh, kw, i)));
+            tap_row(line, &taps, b);
+        }
+    });
+    // SAFETY: the tasks wrote every plane whole (`tap_row` writes all w pixels of a row).
+    unsafe { out.set_len(n * c * h * w) };
     out
+}
+
+/// The planes of an output being written in parallel, one task per plane.
+#[derive(Clone, Copy)]
+struct Planes(*mut MaybeUninit<f32>, usize);
+// SAFETY: tasks write disjoint planes (see `plane`).
+unsafe impl Send for Planes {}
+unsafe impl Sync for Planes {}
+
+impl Planes {
+    /// # Safety
+    /// Plane `i` must lie inside the buffer, and no other live slice may overlap it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn plane(&self, i: usize) -> &mut [MaybeUninit<f32>] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(i * self.1), self.1) }
+    }
+}
+
+/// One output row of [`col2im`] from the two kernel rows' taps ([kw][j]): even pixels 2s
+/// take kw = 1 (j = s) and kw = 3 (j = s - 1), odd ones kw = 0 (j = s + 1) and kw = 2 (j = s).
+fn tap_row(line: &mut [MaybeUninit<f32>], taps: &[[&[f32]; 4]; 2], b: f32) {
+    let wo = line.len() / 2;
+    let [a, c] = taps;
+    let (mut even, mut odd) = ([b; MAX_SIDE / 2], [b; MAX_SIDE / 2]);
+    let (even, odd) = (&mut even[..wo], &mut odd[..wo]);
+    for (e, (x, y)) in even.iter_mut().zip(a[1].iter().zip(c[1])) {
+        *e += x + y;
+    }
+    for (e, (x, y)) in even[1..].iter_mut().zip(a[3].iter().zip(c[3])) {
+        *e += x + y;
+    }
+    for (o, (x, y)) in odd.iter_mut().zip(a[2].iter().zip(c[2])) {
+        *o += x + y;
+    }
+    for (o, (x, y)) in odd.iter_mut().zip(a[0][1..].iter().zip(&c[0][1..])) {
+        *o += x + y;
+    }
+    for (pair, (e, o)) in line.chunks_exact_mut(2).zip(even.iter().zip(odd.iter())) {
+        pair[0].write(*e);
+        pair[1].write(*o);
+    }
+}
+
+/// A vector of `len` floats that `fill` writes, without zeroing them first (each pass over
+/// a step's large buffers costs as much as the copy itself).
+///
+/// # Safety
+/// `fill` must write every one of the `len` elements.
+unsafe fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the caller's promise: all `len` elements were written.
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// Per-channel sums of [N, C, HW].
 fn channel_sums(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    let _span = gemm_time::span("channel_sums");
     (0..c)
         .into_par_iter()
         .map(|ci| {
             (x.chunks_exact(c * hw))
-                .map(|sample| sample[ci * hw..][..hw].iter().sum::<f32>())
+                .map(|sample| lane_sum(&sample[ci * hw..][..hw]))
                 .sum()
         })
         .collect()
 }
 
+/// Independent partial sums a reduction keeps, so its adds vectorise instead of each
+/// waiting for the one before (the order is fixed, so the result is the same everywhere).
+const LANES: usize = 16;
+
+/// The sums over i of `f(x[i], y[i])`, each of its Q terms summed in [`LANES`] lanes.
+fn lane_sums<const Q: usize>(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> [f32; Q]) -> [f32; Q] {
+    assert_eq!(x.len(), y.len(), "lane_sums operands");
+    let mut acc = [[0.0f32; LANES]; Q];
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (xt, yt) = (xc.remainder(), yc.remainder());
+    for (xs, ys) in xc.zip(yc) {
+        for l in 0..LANES {
+            let terms = f(xs[l], ys[l]);
+            for q in 0..Q {
+                acc[q][l] += terms[q];
+            }
+        }
+    }
+    for (l, (&a, &b)) in xt.iter().zip(yt).enumerate() {
+        let terms = f(a, b);
+        for q in 0..Q {
+            acc[q][l] += terms[q];
+        }
+    }
+    acc.map(|lanes| lanes.iter().sum())
+}
+
+fn lane_sum(x: &[f32]) -> f32 {
+    lane_sums(x, x, |v, _| [v])[0]
+}
+
 fn row_sums(m: &[f32], rows: usize) -> Vec<f32> {
+    let _span = gemm_time::span("row_sums");
     let cols = m.len() / rows;
-    m.par_chunks(cols).map(|r| r.iter().sum()).collect()
+    m.par_chunks(cols).map(lane_sum).collect()
 }
 
 /// Products whose inner dimension `k` is at least twice this are split along `k` into
@@ -406,36 +579,31 @@ fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, m: usize, k: usize, n: usize
     let shape = gemm_time::Shape { m, k, n, ta, tb };
     gemm_time::timed(shape, || {
         if k < 2 * K_SLICE {
-            let mut dst = vec![0.0f32; m * n];
             let parallelism = if m * n * k >= 1 << 18 {
                 gemm::Parallelism::Rayon(0)
             } else {
                 gemm::Parallelism::None
             };
-            product(&mut dst, a, ta, b, tb, [m, k, n], 0..k, parallelism);
-            return dst;
+            // SAFETY: `product` writes all m*n elements of its destination.
+            return unsafe {
+                written(m * n, |dst| {
+                    product(dst, a, ta, b, tb, [m, k, n], 0..k, parallelism)
+                })
+            };
         }
         let slices: Vec<Vec<f32>> = (0..k.div_ceil(K_SLICE))
             .into_par_iter()
             .map(|i| {
-                let mut dst = vec![0.0f32; m * n];
                 let ks = i * K_SLICE..((i + 1) * K_SLICE).min(k);
-                product(
-                    &mut dst,
-                    a,
-                    ta,
-                    b,
-                    tb,
-                    [m, k, n],
-                    ks,
-                    gemm::Parallelism::None,
-                );
-                dst
+                let one = gemm::Parallelism::None;
+                // SAFETY: `product` writes all m*n elements of its destination.
+                unsafe { written(m * n, |dst| product(dst, a, ta, b, tb, [m, k, n], ks, one)) }
             })
             .collect();
-        let mut dst = vec![0.0f32; m * n];
-        for slice in &slices {
-            dst.iter_mut().zip(slice).for_each(|(d, s)| *d += s);
+        let mut slices = slices.into_iter();
+        let mut dst = slices.next().expect("k >= 2 slices");
+        for slice in slices {
+            dst.iter_mut().zip(&slice).for_each(|(d, s)| *d += s);
         }
         dst
     })
@@ -445,7 +613,7 @@ fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, m: usize, k: usize, n: usize
 /// the layouts; `[m, k, n]` are the full operands' sizes).
 #[allow(clippy::too_many_arguments)]
 fn product(
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     a: &[f32],
     ta: bool,
     b: &[f32],
@@ -454,7 +622,10 @@ fn product(
     ks: std::ops::Range<usize>,
     parallelism: gemm::Parallelism,
 ) {
-    assert!(dst.len() == m * n && ks.end <= k, "product sizes");
+    assert!(
+        dst.len() == m * n && ks.start < ks.end && ks.end <= k,
+        "product sizes"
+    );
     // Element (i, kk) of A and (kk, j) of B: the strides, and where inner index ks.start is.
     let (a_cs, a_rs, a_at) = if ta {
         (m, 1, ks.start * m)
@@ -468,13 +639,14 @@ fn product(
     };
     // SAFETY: the operand lengths were asserted (m*k and k*n) and `ks` lies inside 0..k, so
     // every element the offsets and strides reach is inside them; `dst` is its own buffer
-    // of m*n floats and aliases neither operand.
+    // of m*n floats and aliases neither operand. With `read_dst` false and a non-empty `ks`,
+    // GEMM writes every element of `dst` and reads none, so it may start uninitialised.
     unsafe {
         gemm::gemm(
             m,
             n,
             ks.len(),
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             1,
             n as isize,
             false,

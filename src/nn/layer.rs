@@ -442,13 +442,31 @@ mod tests {
         Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), &Default::default())
     }
 
-    fn max_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
-        a.sub(b).abs().max().into_scalar()
+    /// `ours` within `tol` of `theirs`, relative to the largest of `theirs` (at least 1): the
+    /// sums run in different orders, so float32 rounding grows with the values' scale.
+    fn assert_close<const D: usize>(
+        ours: Tensor<Flex, D>,
+        theirs: Tensor<Flex, D>,
+        tol: f32,
+        what: &str,
+    ) {
+        let scale = theirs.clone().abs().max().into_scalar().max(1.0);
+        let diff = ours.sub(theirs).abs().max().into_scalar();
+        assert!(
+            diff <= tol * scale,
+            "{what}: differs by {diff} at scale {scale}"
+        );
     }
 
-    /// Forward values and all three gradients agree with burn's own convolution ops.
+    /// Forward values and all three gradients agree with burn's own convolution ops, at a
+    /// small odd-sized layer and at ones the size of the networks'.
     fn check(transposed: bool) {
-        let (n, c, o, h) = (3, 5, 4, 6);
+        for shape in [(3, 5, 4, 6), (2, 64, 32, 32), (2, 20, 3, 8)] {
+            check_at(transposed, shape);
+        }
+    }
+
+    fn check_at(transposed: bool, (n, c, o, h): (usize, usize, usize, usize)) {
         let x = rand([n, c, h, h]).require_grad();
         let w = rand(if transposed {
             [c, o, 4, 4]
@@ -469,24 +487,42 @@ mod tests {
             conv2d(x.clone(), w.clone(), Some(b.clone()), down_options())
         };
         assert_eq!(ours.dims(), theirs.dims());
-        assert!(max_diff(ours.clone().inner(), theirs.clone().inner()) < 1e-5);
+        let at = format!("[{n}, {c}, {h}, {h}] to {o} channels");
+        assert_close(ours.clone().inner(), theirs.clone().inner(), TOL, &at);
 
         // A loss that weighs every output differently, so every gradient entry is tested.
         let r = rand(ours.dims());
         let g1 = ours.mul(r.clone()).sum().backward();
         let g2 = theirs.mul(r).sum().backward();
-        for (name, t1, t2) in [
-            ("x", x.grad(&g1).unwrap(), x.grad(&g2).unwrap()),
-            ("weight", w.grad(&g1).unwrap(), w.grad(&g2).unwrap()),
-        ] {
-            assert!(max_diff(t1, t2) < 1e-4, "{name} gradient differs");
-        }
-        assert!(max_diff(b.grad(&g1).unwrap(), b.grad(&g2).unwrap()) < 1e-4);
+        let grad = |t: &Tensor<AD, 4>, g| t.grad(g).unwrap();
+        assert_close(
+            grad(&x, &g1),
+            grad(&x, &g2),
+            TOL,
+            &format!("{at}: x gradient"),
+        );
+        assert_close(
+            grad(&w, &g1),
+            grad(&w, &g2),
+            TOL,
+            &format!("{at}: weight gradient"),
+        );
+        let (b1, b2) = (b.grad(&g1).unwrap(), b.grad(&g2).unwrap());
+        assert_close(b1, b2, TOL, &format!("{at}: bias gradient"));
     }
+
+    /// Relative tolerance of the comparisons with burn's ops: float32 sums of up to a few
+    /// thousand terms, added in another order.
+    const TOL: f32 = 4e-6;
 
     #[test]
     fn leaky_bn_matches_burn_ops() {
-        let (n, c, h) = (4, 3, 5);
+        for (n, c, h) in [(4, 3, 5), (8, 16, 16)] {
+            leaky_bn_at(n, c, h);
+        }
+    }
+
+    fn leaky_bn_at(n: usize, c: usize, h: usize) {
         let x = rand([n, c, h, h]).require_grad();
         let gamma = rand([c]).require_grad();
         let beta = rand([c]).require_grad();
@@ -499,18 +535,37 @@ mod tests {
         );
         let ours: Tensor<AD, 4> = Tensor::from_primitive(TensorPrimitive::Float(ours));
         let (theirs, m, v) = textbook_leaky_bn(x.clone(), gamma.clone(), beta.clone(), eps);
-        assert!(max_diff(ours.clone().inner(), theirs.clone().inner()) < 1e-5);
+        let at = format!("[{n}, {c}, {h}, {h}]");
+        assert_close(ours.clone().inner(), theirs.clone().inner(), TOL, &at);
         let mean: Tensor<AD, 1> = Tensor::from_primitive(TensorPrimitive::Float(mean));
         let var: Tensor<AD, 1> = Tensor::from_primitive(TensorPrimitive::Float(var));
-        assert!(max_diff(mean.inner(), m.reshape([c]).inner()) < 1e-6);
-        assert!(max_diff(var.inner(), v.reshape([c]).inner()) < 1e-6);
+        assert_close(
+            mean.inner(),
+            m.reshape([c]).inner(),
+            TOL,
+            &format!("{at}: mean"),
+        );
+        assert_close(
+            var.inner(),
+            v.reshape([c]).inner(),
+            TOL,
+            &format!("{at}: variance"),
+        );
 
         let r = rand(ours.dims());
         let g1 = ours.mul(r.clone()).sum().backward();
         let g2 = theirs.mul(r).sum().backward();
-        assert!(max_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-4);
-        assert!(max_diff(gamma.grad(&g1).unwrap(), gamma.grad(&g2).unwrap()) < 1e-4);
-        assert!(max_diff(beta.grad(&g1).unwrap(), beta.grad(&g2).unwrap()) < 1e-4);
+        let grads = [(&gamma, "gamma"), (&beta, "beta")];
+        assert_close(
+            x.grad(&g1).unwrap(),
+            x.grad(&g2).unwrap(),
+            TOL,
+            &format!("{at}: x gradient"),
+        );
+        for (t, name) in grads {
+            let what = format!("{at}: {name} gradient");
+            assert_close(t.grad(&g1).unwrap(), t.grad(&g2).unwrap(), TOL, &what);
+        }
     }
 
     #[test]

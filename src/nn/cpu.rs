@@ -15,7 +15,7 @@ use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
 
 use super::gemm_time;
-use super::layer::{LayerBackend, LayerGrads, LEAKY_SLOPE};
+use super::layer::{Activation, LayerBackend, LayerGrads, LEAKY_SLOPE};
 
 const K: usize = 4;
 
@@ -102,6 +102,35 @@ impl LayerBackend for Flex {
             weight,
             bias,
         }
+    }
+
+    fn activation(x: FlexTensor, f: Activation) -> FlexTensor {
+        let _span = gemm_time::span("activation");
+        let y = match f {
+            // burn's own form: exp of a negative number only, so nothing overflows.
+            Activation::Sigmoid => map(&floats(&x), |v| {
+                if v >= 0.0 {
+                    1.0 / (1.0 + (-v).exp())
+                } else {
+                    let e = v.exp();
+                    e / (1.0 + e)
+                }
+            }),
+            Activation::Tanh => map(&floats(&x), f32::tanh),
+            Activation::Leaky => map(&floats(&x), leaky),
+        };
+        flex(y, dims(&x))
+    }
+
+    fn activation_backward(y: FlexTensor, dy: FlexTensor, f: Activation) -> FlexTensor {
+        let _span = gemm_time::span("activation_backward");
+        let (ys, dys) = (floats(&y), floats(&dy));
+        let dx = match f {
+            Activation::Sigmoid => map2(&ys, &dys, |y, d| d * y * (1.0 - y)),
+            Activation::Tanh => map2(&ys, &dys, |y, d| d * (1.0 - y * y)),
+            Activation::Leaky => map2(&ys, &dys, |y, d| if y > 0.0 { d } else { d * LEAKY_SLOPE }),
+        };
+        flex(dx, dims(&y))
     }
 
     fn leaky_bn(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> [FlexTensor; 3] {
@@ -192,6 +221,42 @@ impl LayerBackend for Flex {
             weight: gamma_grad,
             bias: beta_grad,
         }
+    }
+}
+
+/// Element-wise chunks a pass shares between threads.
+const CHUNK: usize = 1 << 14;
+
+/// `f` of each element, in parallel.
+fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    // SAFETY: the chunks of `out` and `x` pair up one for one, and each is written whole.
+    unsafe {
+        written(x.len(), |out| {
+            out.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|(d, s)| {
+                    for (d, &v) in d.iter_mut().zip(s) {
+                        d.write(f(v));
+                    }
+                })
+        })
+    }
+}
+
+/// `f` of each pair of elements, in parallel.
+fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "map2 operands");
+    // SAFETY: as in `map`.
+    unsafe {
+        written(a.len(), |out| {
+            out.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+                .for_each(|(d, (x, y))| {
+                    for (d, (&x, &y)) in d.iter_mut().zip(x.iter().zip(y)) {
+                        d.write(f(x, y));
+                    }
+                })
+        })
     }
 }
 
@@ -363,32 +428,23 @@ fn im2col(
                 .for_each(|(block, dst)| {
                     let (ci, kh) = (block / K, block % K);
                     let rows = valid(kh, h, ho);
-                    let (mut even, mut odd) = ([0.0f32; MAX_SIDE / 2], [0.0f32; MAX_SIDE / 2]);
+                    let (r0, rest) = dst.split_at_mut(p);
+                    let (r1, rest) = rest.split_at_mut(p);
+                    let (r2, r3) = rest.split_at_mut(p);
                     for ni in 0..n {
                         let plane = &src[(ni * c + ci) * h * w..][..h * w];
                         for i in 0..ho {
-                            let at = (ni * ho + i) * wo;
-                            let mut d = dst.chunks_exact_mut(p).map(|r| &mut r[at..at + wo]);
-                            let [d0, d1, d2, d3] = [(); 4].map(|_| d.next().expect("four rows"));
+                            let at = (ni * ho + i) * wo..(ni * ho + i + 1) * wo;
+                            let (d0, d1) = (&mut r0[at.clone()], &mut r1[at.clone()]);
+                            let (d2, d3) = (&mut r2[at.clone()], &mut r3[at]);
                             if !rows.contains(&i) {
                                 for r in [d0, d1, d2, d3] {
                                     fill(r, 0.0);
                                 }
                                 continue;
                             }
-                            // Output j's tap kw reads input 2j + kw - 1: kw = 1 and 3 the even
-                            // pixels, kw = 0 and 2 the odd ones, each shifted by one or not.
                             let line = &plane[(2 * i + kh - 1) * w..][..w];
-                            for (s, pair) in line.chunks_exact(2).enumerate() {
-                                (even[s], odd[s]) = (pair[0], pair[1]);
-                            }
-                            let (even, odd) = (&even[..wo], &odd[..wo]);
-                            d0[0].write(0.0);
-                            copy(&mut d0[1..], &odd[..wo - 1]);
-                            copy(d1, even);
-                            copy(d2, odd);
-                            copy(&mut d3[..wo - 1], &even[1..]);
-                            d3[wo - 1].write(0.0);
+                            im2col_row([d0, d1, d2, d3], line);
                         }
                     }
                 })
@@ -398,6 +454,25 @@ fn im2col(
 
 /// The widest side the stride-2 layers handle (the networks' 64x64 images).
 const MAX_SIDE: usize = 64;
+
+/// One grid row of the four taps kw = 0..3 from input `line` (twice their length): output
+/// j's tap kw reads input 2j + kw - 1, so kw = 1 and 3 read the even pixels and kw = 0 and 2
+/// the odd ones, shifted by one or not. De-interleaved once, then copied (measured faster than
+/// four strided loops).
+fn im2col_row([d0, d1, d2, d3]: [&mut [MaybeUninit<f32>]; 4], line: &[f32]) {
+    let wo = d0.len();
+    let (mut even, mut odd) = ([0.0f32; MAX_SIDE / 2], [0.0f32; MAX_SIDE / 2]);
+    for (s, pair) in line.chunks_exact(2).enumerate() {
+        (even[s], odd[s]) = (pair[0], pair[1]);
+    }
+    let (even, odd) = (&even[..wo], &odd[..wo]);
+    d0[0].write(0.0);
+    copy(&mut d0[1..], &odd[..wo - 1]);
+    copy(d1, even);
+    copy(d2, odd);
+    copy(&mut d3[..wo - 1], &even[1..]);
+    d3[wo - 1].write(0.0);
+}
 
 fn copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     dst.write_copy_of_slice(src);
@@ -437,8 +512,9 @@ fn col2im(
         let dst = unsafe { planes.plane(ni * c + ci) };
         let b = bias.map_or(0.0, |b| b[ci]);
         // Row i of the grid, in the column row of tap (kh, kw); zeros off the grid.
+        let base = (ci * K * K) * p + ni * ho * wo;
         let tap = |kh: usize, kw: usize, i: Option<usize>| match i {
-            Some(i) if i < ho => &cols[(ci * K * K + kh * K + kw) * p + (ni * ho + i) * wo..][..wo],
+            Some(i) if i < ho => &cols[base + (kh * K + kw) * p + i * wo..][..wo],
             _ => &zeros[..],
         };
         for (y, line) in dst.chunks_exact_mut(w).enumerate() {
@@ -450,7 +526,8 @@ fn col2im(
             } else {
                 [(0, Some(t + 1)), (2, Some(t))]
             };
-            let taps = pairs.map(|(kh, i)| [0, 1, 2, 3].map(|kw| tap(kh, kw, i)));
+            let taps = [pairs[0], pairs[1]]
+                .map(|(kh, i)| [tap(kh, 0, i), tap(kh, 1, i), tap(kh, 2, i), tap(kh, 3, i)]);
             tap_row(line, &taps, b);
         }
     });

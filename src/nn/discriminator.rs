@@ -1,6 +1,5 @@
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::leaky_relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use rand::rngs::StdRng;
@@ -8,7 +7,7 @@ use rand::SeedableRng;
 
 use super::batch_norm::BatchNorm;
 use super::init::Initialiser;
-use super::layer::{Conv, LayerBackend, LEAKY_SLOPE};
+use super::layer::{activate, Activation, Conv, LayerBackend};
 use super::Mode;
 use crate::config::{DiscriminatorConfig, FrozenBn};
 
@@ -70,13 +69,13 @@ impl<B: LayerBackend> Discriminator<B> {
 
         // The notebook's D has no activation here; the paper's has.
         let x = if self.first_activation {
-            leaky_relu(x, LEAKY_SLOPE as f64)
+            activate(x, Activation::Leaky)
         } else {
             x
         };
         let x = self.bn2.leaky_forward(self.conv2.forward(x), bn); // [N, 64, 16, 16]
         let x = self.bn3.leaky_forward(self.conv3.forward(x), bn); // [N, 128, 8, 8]
-        let x = leaky_relu(self.conv4.forward(x), LEAKY_SLOPE as f64); // [N, 256, 4, 4]
+        let x = activate(self.conv4.forward(x), Activation::Leaky); // [N, 256, 4, 4]
         let x = dropout(x.reshape([n, 256 * 4 * 4]), self.dropout, mode); // [N, 4096]
         self.fc.forward(x) // [N, 1]
     }
@@ -85,7 +84,9 @@ impl<B: LayerBackend> Discriminator<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::layer::LEAKY_SLOPE;
     use burn::backend::Flex;
+    use burn::tensor::activation::leaky_relu;
 
     /// `first_activation` puts LeakyReLU after the first convolution: the same weights then
     /// score a batch differently, and exactly as a D whose first convolution's negative

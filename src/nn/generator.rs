@@ -1,6 +1,5 @@
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -8,7 +7,7 @@ use rand::SeedableRng;
 
 use super::batch_norm::BatchNorm;
 use super::init::Initialiser;
-use super::layer::{Conv, LayerBackend};
+use super::layer::{activate, Conv, LayerBackend};
 use super::Mode;
 use crate::config::{GeneratorConfig, Output, TrainingConfig};
 
@@ -55,10 +54,7 @@ impl<B: LayerBackend> Generator<B> {
         let x = self.bn2.leaky_forward(self.deconv2.forward(x), mode); // [N, 128, 16, 16]
         let x = self.bn3.leaky_forward(self.deconv3.forward(x), mode); // [N, 64, 32, 32]
         let x = self.deconv4.forward(x); // [N, 3, 64, 64]
-        match self.output {
-            Output::Sigmoid => sigmoid(x),
-            Output::Tanh => x.tanh(),
-        }
+        activate(x, self.output.into())
     }
 
     pub fn output(&self) -> Output {

@@ -17,7 +17,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::Wgpu;
 use burn::module::{Module, Param};
-use burn::tensor::activation::leaky_relu;
+use burn::tensor::activation::{leaky_relu, sigmoid};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::TensorMetadata;
@@ -25,6 +25,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 
 use super::fused_bn::FusedBn;
 use super::gemm;
+use crate::config::Output;
 
 /// The notebook's LeakyReLU slope (Keras's default is 0.3; the notebook sets 0.2).
 pub const LEAKY_SLOPE: f32 = 0.2;
@@ -35,6 +36,31 @@ fn down_options() -> ConvOptions<2> {
 
 fn up_options() -> ConvTransposeOptions<2> {
     ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1)
+}
+
+/// An element-wise activation with a layer op of its own: G's output, and D's LeakyReLUs
+/// outside BatchNorm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Sigmoid,
+    Tanh,
+    /// LeakyReLU with slope [`LEAKY_SLOPE`].
+    Leaky,
+}
+
+impl From<Output> for Activation {
+    fn from(o: Output) -> Self {
+        match o {
+            Output::Sigmoid => Activation::Sigmoid,
+            Output::Tanh => Activation::Tanh,
+        }
+    }
+}
+
+/// `f` of `x` through [`LayerBackend::activation`].
+pub fn activate<B: LayerBackend>(x: Tensor<B, 4>, f: Activation) -> Tensor<B, 4> {
+    let y = B::activation(x.into_primitive().tensor(), f);
+    Tensor::from_primitive(TensorPrimitive::Float(y))
 }
 
 /// Gradients of one layer for its input, weight (or gamma) and bias (or beta); `None` where
@@ -99,6 +125,39 @@ pub trait LayerBackend: Backend {
             }),
             bias: need[2].then(|| Self::conv_transpose2d_bias_backward(x, b, dy)),
         }
+    }
+
+    /// An activation, element by element.
+    fn activation(x: FloatTensor<Self>, f: Activation) -> FloatTensor<Self> {
+        let x: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
+        match f {
+            Activation::Sigmoid => sigmoid(x),
+            Activation::Tanh => x.tanh(),
+            Activation::Leaky => leaky_relu(x, LEAKY_SLOPE as f64),
+        }
+        .into_primitive()
+        .tensor()
+    }
+
+    /// The gradient of [`LayerBackend::activation`] from its output `y`: dy * y * (1 - y) for
+    /// sigmoid, dy * (1 - y^2) for tanh, dy or dy * slope for LeakyReLU (y has x's sign).
+    fn activation_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        f: Activation,
+    ) -> FloatTensor<Self> {
+        let y: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(y));
+        let dy: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(dy));
+        let slope = match f {
+            Activation::Sigmoid => y.clone().mul(y.neg().add_scalar(1.0)),
+            Activation::Tanh => y.square().neg().add_scalar(1.0),
+            Activation::Leaky => y
+                .greater_elem(0.0)
+                .float()
+                .mul_scalar(1.0 - LEAKY_SLOPE)
+                .add_scalar(LEAKY_SLOPE),
+        };
+        dy.mul(slope).into_primitive().tensor()
     }
 
     /// LeakyReLU(0.2), then BatchNorm with the batch's own statistics, over the channels of
@@ -364,6 +423,22 @@ impl<B: LayerBackend> Backward<B, 3> for Layer {
     }
 }
 
+/// The output activation's graph node; its state is the activation's output.
+#[derive(Debug, Clone, Copy)]
+struct ActivationNode(Activation);
+
+impl<B: LayerBackend> Backward<B, 1> for ActivationNode {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::activation_backward(ops.state, dy, self.0));
+        }
+    }
+}
+
 /// Runs `layer` on the inner backend and records it in the graph; the extra outputs (batch
 /// statistics) come back untracked.
 fn autodiff_layer<B: LayerBackend, C: CheckpointStrategy>(
@@ -402,6 +477,19 @@ fn autodiff_layer<B: LayerBackend, C: CheckpointStrategy>(
 }
 
 impl<B: LayerBackend, C: CheckpointStrategy> LayerBackend for Autodiff<B, C> {
+    fn activation(x: FloatTensor<Self>, f: Activation) -> FloatTensor<Self> {
+        match ActivationNode(f)
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::activation(x.primitive, f);
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::activation(x.primitive, f)),
+        }
+    }
     fn conv_down(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
@@ -565,6 +653,27 @@ mod tests {
         for (t, name) in grads {
             let what = format!("{at}: {name} gradient");
             assert_close(t.grad(&g1).unwrap(), t.grad(&g2).unwrap(), TOL, &what);
+        }
+    }
+
+    /// Each activation and its gradient, against burn's own ops.
+    #[test]
+    fn activations_match_burn_ops() {
+        for f in [Activation::Sigmoid, Activation::Tanh, Activation::Leaky] {
+            let x = rand([3, 4, 5, 6]).mul_scalar(4.0).require_grad();
+            let ours = activate(x.clone(), f);
+            let theirs = match f {
+                Activation::Sigmoid => sigmoid(x.clone()),
+                Activation::Tanh => x.clone().tanh(),
+                Activation::Leaky => leaky_relu(x.clone(), LEAKY_SLOPE as f64),
+            };
+            let what = format!("{f:?}");
+            assert_close(ours.clone().inner(), theirs.clone().inner(), TOL, &what);
+            let r = rand(ours.dims());
+            let g1 = ours.mul(r.clone()).sum().backward();
+            let g2 = theirs.mul(r).sum().backward();
+            let (d1, d2) = (x.grad(&g1).unwrap(), x.grad(&g2).unwrap());
+            assert_close(d1, d2, TOL, &format!("{what} gradient"));
         }
     }
 

@@ -1,7 +1,7 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Tensor, TensorPrimitive};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -11,12 +11,13 @@ use super::layer::{activate, Activation, Conv, LayerBackend};
 use super::Mode;
 use crate::config::{DiscriminatorConfig, FrozenBn};
 
-fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64, mode: Mode) -> Tensor<B, D> {
+fn dropout<B: LayerBackend, const D: usize>(x: Tensor<B, D>, p: f64, mode: Mode) -> Tensor<B, D> {
     if mode == Mode::Eval || p == 0.0 {
         return x;
     }
-    let keep = x.random_like(Distribution::Bernoulli(1.0 - p));
-    x.mul(keep).div_scalar(1.0 - p)
+    let keep = B::keep_mask(&x.clone().into_primitive().tensor(), 1.0 - p);
+    x.mul(Tensor::from_primitive(TensorPrimitive::Float(keep)))
+        .div_scalar(1.0 - p)
 }
 
 #[derive(Module, Debug)]
@@ -87,6 +88,7 @@ mod tests {
     use crate::nn::layer::LEAKY_SLOPE;
     use burn::backend::Flex;
     use burn::tensor::activation::leaky_relu;
+    use burn::tensor::Distribution;
 
     /// `first_activation` puts LeakyReLU after the first convolution: the same weights then
     /// score a batch differently, and exactly as a D whose first convolution's negative

@@ -20,7 +20,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::{leaky_relu, sigmoid};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
-use burn::tensor::TensorMetadata;
+use burn::tensor::{Distribution, FloatDType, TensorMetadata};
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use super::fused_bn::FusedBn;
@@ -158,6 +158,18 @@ pub trait LayerBackend: Backend {
                 .add_scalar(LEAKY_SLOPE),
         };
         dy.mul(slope).into_primitive().tensor()
+    }
+
+    /// Dropout's mask for `x`: each element 1 with probability `keep`, else 0, drawn from the
+    /// backend's seeded generator.
+    fn keep_mask(x: &FloatTensor<Self>, keep: f64) -> FloatTensor<Self> {
+        let device = Self::float_device(x);
+        Self::float_random(
+            x.shape(),
+            Distribution::Bernoulli(keep),
+            &device,
+            FloatDType::F32,
+        )
     }
 
     /// LeakyReLU(0.2), then BatchNorm with the batch's own statistics, over the channels of
@@ -477,6 +489,10 @@ fn autodiff_layer<B: LayerBackend, C: CheckpointStrategy>(
 }
 
 impl<B: LayerBackend, C: CheckpointStrategy> LayerBackend for Autodiff<B, C> {
+    fn keep_mask(x: &FloatTensor<Self>, keep: f64) -> FloatTensor<Self> {
+        Self::from_inner(B::keep_mask(&x.primitive, keep))
+    }
+
     fn activation(x: FloatTensor<Self>, f: Activation) -> FloatTensor<Self> {
         match ActivationNode(f)
             .prepare::<C>([x.node.clone()])

@@ -162,7 +162,8 @@ where
             p(beta.clone().inner()),
         );
         let [oy, om, ov] = B::InnerBackend::leaky_bn(px.clone(), pg.clone(), pb.clone(), eps);
-        let g = B::InnerBackend::leaky_bn_backward(px, pg, pb, p(dy), eps, [true; 3]);
+        let stats = [om.clone(), ov.clone()];
+        let g = B::InnerBackend::leaky_bn_backward(px, pg, pb, p(dy), stats, eps, [true; 3]);
         worst.add(t::<_, 4>(oy), y.inner());
         worst.add(t::<_, 1>(om), m.reshape([c]).inner());
         worst.add(t::<_, 1>(ov), v.reshape([c]).inner());

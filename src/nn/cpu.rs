@@ -186,6 +186,7 @@ impl LayerBackend for Flex {
         gamma: FlexTensor,
         _beta: FlexTensor,
         dy: FlexTensor,
+        [mean, var]: [FlexTensor; 2],
         eps: f64,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
@@ -193,7 +194,8 @@ impl LayerBackend for Flex {
         let [n, c, h, w] = dims(&x);
         let hw = h * w;
         let (xs, dys, g) = (floats(&x), floats(&dy), floats(&gamma));
-        let (mean, var) = leaky_channel_stats(&xs, n, c, hw);
+        // The forward's batch statistics, not computed again.
+        let (mean, var) = (floats(&mean), floats(&var));
         let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps as f32).sqrt()).collect();
         // Per channel: sum of dy (beta's gradient) and of dy * x_hat (gamma's).
         let sums: Vec<(f64, f64)> = {

@@ -215,6 +215,7 @@ pub trait LayerBackend: Backend {
         gamma: FloatTensor<Self>,
         _beta: FloatTensor<Self>,
         dy: FloatTensor<Self>,
+        _stats: [FloatTensor<Self>; 2],
         eps: f64,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
@@ -314,6 +315,7 @@ impl LayerBackend for Wgpu {
         gamma: FloatTensor<Self>,
         _beta: FloatTensor<Self>,
         dy: FloatTensor<Self>,
+        _stats: [FloatTensor<Self>; 2],
         eps: f64,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
@@ -407,7 +409,9 @@ enum Layer {
 }
 
 impl<B: LayerBackend> Backward<B, 3> for Layer {
-    type State = (NodeId, NodeId, NodeId);
+    /// The checkpointed inputs, and the forward's extra outputs (BatchNorm's batch mean and
+    /// variance, which its backward reuses).
+    type State = (NodeId, NodeId, NodeId, Vec<FloatTensor<B>>);
 
     fn backward(
         self,
@@ -417,7 +421,7 @@ impl<B: LayerBackend> Backward<B, 3> for Layer {
     ) {
         let [node_x, node_w, node_b] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
-        let (xs, ws, bs) = ops.state;
+        let (xs, ws, bs, saved) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(xs);
         let w: FloatTensor<B> = checkpointer.retrieve_node_output(ws);
         let b: FloatTensor<B> = checkpointer.retrieve_node_output(bs);
@@ -425,7 +429,10 @@ impl<B: LayerBackend> Backward<B, 3> for Layer {
         let g = match self {
             Layer::Down => B::conv_down_backward(x, w, b, dy, need),
             Layer::Up => B::conv_up_backward(x, w, b, dy, need),
-            Layer::LeakyBn { eps } => B::leaky_bn_backward(x, w, b, dy, eps, need),
+            Layer::LeakyBn { eps } => {
+                let stats: [FloatTensor<B>; 2] = saved.try_into().expect("mean and variance");
+                B::leaky_bn_backward(x, w, b, dy, stats, eps, need)
+            }
         };
         for (node, grad) in [(node_x, g.x), (node_w, g.weight), (node_b, g.bias)] {
             if let (Some(node), Some(grad)) = (node, grad) {
@@ -473,12 +480,13 @@ fn autodiff_layer<B: LayerBackend, C: CheckpointStrategy>(
         .stateful()
     {
         OpsKind::Tracked(mut prep) => {
-            let state = (
+            let ids = (
                 prep.checkpoint(&x),
                 prep.checkpoint(&w),
                 prep.checkpoint(&b),
             );
             let (y, extra) = run(x.primitive, w.primitive, b.primitive);
+            let state = (ids.0, ids.1, ids.2, extra.clone());
             (prep.finish(state, y), extra)
         }
         OpsKind::UnTracked(prep) => {

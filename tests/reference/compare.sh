@@ -22,7 +22,7 @@ dcgan=${DCGAN:-$repo/target/release/dcgan}
 [ -x "$dcgan" ] || { echo "compare.sh: no dcgan binary at $dcgan: run cargo build --release, or set DCGAN" >&2; exit 2; }
 out=$(mktemp)
 "$dcgan" bench --data "$data" --only load,cache --warmup 1 --runs "$runs" --json >>"$out"
-"$dcgan" bench --backend cpu --only step,sample --batch-size 128 --warmup 2 --runs "$runs" --json >>"$out"
+"$dcgan" bench --backend cpu --preset notebook --only step,sample --batch-size 128 --warmup 2 --runs "$runs" --json >>"$out"
 "$py" "$here/pil_loading.py" --data "$data" --repeats "$runs" >>"$out"
 "$py" "$here/keras_step.py" --batch 128 --steps "$runs" --warmup 2 >>"$out"
 OMP_WAIT_POLICY=PASSIVE "$py" "$here/torch_step.py" --batch 128 --steps "$runs" --warmup 2 >>"$out"

@@ -386,23 +386,28 @@ fn to_cnhw(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
     }
 }
 
-/// [N, C, HW] -> [N, HW, C] (channels last; of one [C, HW] matrix, its transpose),
-/// in square tiles that stay in cache.
+/// [N, C, HW] -> [N, HW, C] (channels last; of one [C, HW] matrix, its transpose), in
+/// blocks of 16 output rows by 16 channels that stay in cache. The blocks of rows are shared
+/// between threads, so a single large matrix (a weight gradient) is split too.
 fn to_nhwc(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
     let _span = gemm_time::span("to_nhwc");
-    const TILE: usize = 32;
-    // SAFETY: the tiles of each sample cover all of its hw x c elements.
+    const TILE: usize = 16;
+    // SAFETY: each chunk writes all c channels of each of its rows.
     unsafe {
         written(x.len(), |out| {
-            out.par_chunks_mut(c * hw)
-                .zip(x.par_chunks(c * hw))
-                .for_each(|(dst, src)| {
-                    for p0 in (0..hw).step_by(TILE) {
-                        for c0 in (0..c).step_by(TILE) {
-                            for p in p0..(p0 + TILE).min(hw) {
-                                for ci in c0..(c0 + TILE).min(c) {
-                                    dst[p * c + ci].write(src[ci * hw + p]);
-                                }
+            out.par_chunks_mut(TILE * c)
+                .enumerate()
+                .for_each(|(k, dst)| {
+                    let rows = dst.len() / c;
+                    for c0 in (0..c).step_by(TILE) {
+                        let cs = c0..(c0 + TILE).min(c);
+                        for r in 0..rows {
+                            // Output row g is pixel p of sample ni.
+                            let g = k * TILE + r;
+                            let (ni, p) = (g / hw, g % hw);
+                            let src = &x[ni * c * hw + p..];
+                            for ci in cs.clone() {
+                                dst[r * c + ci].write(src[ci * hw]);
                             }
                         }
                     }

@@ -198,24 +198,22 @@ impl LayerBackend for Flex {
         let (mean, var) = (floats(&mean), floats(&var));
         let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps as f32).sqrt()).collect();
         // Per channel: sum of dy (beta's gradient) and of dy * x_hat (gamma's).
-        let sums: Vec<(f64, f64)> = {
-            (0..c)
-                .into_par_iter()
-                .map(|ci| {
-                    let (mut s, mut sx) = (0.0f64, 0.0f64);
-                    let (mu, k) = (mean[ci], inv[ci]);
-                    for ni in 0..n {
-                        let o = (ni * c + ci) * hw;
-                        let [a, b] = lane_sums(&xs[o..o + hw], &dys[o..o + hw], |v, d| {
-                            [d, d * (leaky(v) - mu) * k]
-                        });
-                        s += a as f64;
-                        sx += b as f64;
-                    }
-                    (s, sx)
-                })
-                .collect()
-        };
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ci| {
+                let (mut s, mut sx) = (0.0f64, 0.0f64);
+                let (mu, k) = (mean[ci], inv[ci]);
+                for ni in 0..n {
+                    let o = (ni * c + ci) * hw;
+                    let [a, b] = lane_sums(&xs[o..o + hw], &dys[o..o + hw], |v, d| {
+                        [d, d * (leaky(v) - mu) * k]
+                    });
+                    s += a as f64;
+                    sx += b as f64;
+                }
+                (s, sx)
+            })
+            .collect();
         let m = (n * hw) as f32;
         let x_grad = need[0].then(|| {
             // SAFETY: each sample's chunk writes every channel's plane whole.
@@ -266,24 +264,13 @@ const CHUNK: usize = 1 << 14;
 
 /// `f` of each element, in parallel.
 fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    // SAFETY: the chunks of `out` and `x` pair up one for one, and each is written whole.
-    unsafe {
-        written(x.len(), |out| {
-            out.par_chunks_mut(CHUNK)
-                .zip(x.par_chunks(CHUNK))
-                .for_each(|(d, s)| {
-                    for (d, &v) in d.iter_mut().zip(s) {
-                        d.write(f(v));
-                    }
-                })
-        })
-    }
+    map2(x, x, |v, _| f(v))
 }
 
 /// `f` of each pair of elements, in parallel.
 fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     assert_eq!(a.len(), b.len(), "map2 operands");
-    // SAFETY: as in `map`.
+    // SAFETY: the chunks of `out`, `a` and `b` pair up one for one, and each is written whole.
     unsafe {
         written(a.len(), |out| {
             out.par_chunks_mut(CHUNK)
@@ -372,18 +359,7 @@ fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
 /// [N, C, HW] -> [C, N, HW].
 fn to_cnhw(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
     let _span = gemm_time::span("to_cnhw");
-    // SAFETY: each channel's chunk copies all n of its planes.
-    unsafe {
-        written(x.len(), |out| {
-            out.par_chunks_mut(n * hw)
-                .enumerate()
-                .for_each(|(ci, dst)| {
-                    for (ni, d) in dst.chunks_exact_mut(hw).enumerate() {
-                        copy(d, &x[(ni * c + ci) * hw..][..hw]);
-                    }
-                })
-        })
-    }
+    swap_outer(x, [n, c], hw, None)
 }
 
 /// [N, C, HW] -> [N, HW, C] (channels last; of one [C, HW] matrix, its transpose), in
@@ -419,17 +395,22 @@ fn to_nhwc(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
 /// [C, N, HW] -> [N, C, HW], adding a per-channel bias on the way.
 fn to_nchw(y: &[f32], c: usize, n: usize, hw: usize, bias: Option<&[f32]>) -> Vec<f32> {
     let _span = gemm_time::span("to_nchw");
-    // SAFETY: each sample's chunk writes all c of its planes.
+    swap_outer(y, [c, n], hw, bias)
+}
+
+/// [A, B, HW] -> [B, A, HW]: planes of HW floats copied whole, each plus `bias[a]` if given.
+fn swap_outer(x: &[f32], [a, b]: [usize; 2], hw: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    // SAFETY: each chunk of the output (one index of B) writes all `a` of its planes.
     unsafe {
-        written(y.len(), |out| {
-            out.par_chunks_mut(c * hw)
+        written(x.len(), |out| {
+            out.par_chunks_mut(a * hw)
                 .enumerate()
-                .for_each(|(ni, dst)| {
-                    for (ci, d) in dst.chunks_exact_mut(hw).enumerate() {
-                        let src = &y[(ci * n + ni) * hw..][..hw];
+                .for_each(|(bi, dst)| {
+                    for (ai, d) in dst.chunks_exact_mut(hw).enumerate() {
+                        let src = &x[(ai * b + bi) * hw..][..hw];
                         match bias {
-                            Some(b) => d.iter_mut().zip(src).for_each(|(d, s)| {
-                                d.write(s + b[ci]);
+                            Some(bias) => d.iter_mut().zip(src).for_each(|(d, s)| {
+                                d.write(s + bias[ai]);
                             }),
                             None => copy(d, src),
                         }
@@ -786,7 +767,7 @@ fn product(
 }
 
 /// `a` times itself for a square `a` of `size` x `size`: the large square product
-/// `dcgan bench --gemm` measures the machine's GEMM rate with.
+/// `dcgan bench --profile` measures the machine's GEMM rate with.
 pub fn square_product(a: &[f32], size: usize) -> Vec<f32> {
     matmul(a, false, a, false, size, size, size)
 }

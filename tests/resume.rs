@@ -540,8 +540,8 @@ fn resident_memory_does_not_grow_over_epochs() {
     // dcgan keeps freed pages (src/main.rs), so its size is a high-water mark that can step
     // up once late in a run from fragmentation alone. A leak shows under the allocator's
     // default too, where freed pages go back to the system: the test runs under it.
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_dcgan"))
-        .args([
+    let log = dcgan_ok_env(
+        &[
             "train",
             "--data",
             p(&faces),
@@ -555,13 +555,9 @@ fn resident_memory_does_not_grow_over_epochs() {
             "cpu",
             "--out",
             p(&out),
-        ])
-        .env("NO_COLOR", "1")
-        .env("MIMALLOC_PURGE_DELAY", "10")
-        .output()
-        .expect("run dcgan");
-    let log = String::from_utf8_lossy(&run.stderr).into_owned();
-    assert!(run.status.success(), "{log}");
+        ],
+        &[("MIMALLOC_PURGE_DELAY", "10")],
+    );
     let rss: Vec<u64> = log
         .lines()
         .filter(|l| l.starts_with("epoch "))

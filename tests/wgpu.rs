@@ -203,12 +203,11 @@ fn wgpu_samples_the_faces_cpu_samples() {
 fn no_vulkan_driver_is_an_error_for_wgpu_and_a_cpu_fallback_for_auto() {
     let tmp = tempdir().unwrap();
     let no_driver = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_dcgan"))
-            .args(args)
-            .env("VK_ICD_FILENAMES", "/nonexistent.json")
-            .env("VK_DRIVER_FILES", "/nonexistent.json")
-            .output()
-            .unwrap()
+        let none = "/nonexistent.json";
+        dcgan_env(
+            args,
+            &[("VK_ICD_FILENAMES", none), ("VK_DRIVER_FILES", none)],
+        )
     };
     let run = tmp.path().join("r");
     let faces = faces_dir();

@@ -11,16 +11,27 @@ pub fn faces_dir() -> PathBuf {
 }
 
 pub fn dcgan(args: &[&str]) -> Output {
+    dcgan_env(args, &[])
+}
+
+/// Runs dcgan with these environment variables set as well.
+pub fn dcgan_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dcgan"))
         .args(args)
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("run dcgan")
 }
 
 /// Runs dcgan and fails the test with its stderr if it does not succeed.
 pub fn dcgan_ok(args: &[&str]) -> String {
-    let out = dcgan(args);
+    dcgan_ok_env(args, &[])
+}
+
+/// [`dcgan_ok`] with these environment variables set as well.
+pub fn dcgan_ok_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = dcgan_env(args, env);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "dcgan {args:?} failed:\n{stderr}");
     stderr

@@ -571,9 +571,17 @@ mod tests {
     }
 
     /// Forward values and all three gradients agree with burn's own convolution ops, at a
-    /// small odd-sized layer and at ones the size of the networks'.
+    /// small odd-sized layer, at ones the size of the networks', and at every grid width the
+    /// CPU kernels specialise (1 to 32 columns).
     fn check(transposed: bool) {
-        for shape in [(3, 5, 4, 6), (2, 64, 32, 32), (2, 20, 3, 8)] {
+        let shapes = [
+            (3, 5, 4, 6),
+            (2, 64, 32, 32),
+            (2, 20, 3, 8),
+            (2, 6, 5, 4),
+            (1, 3, 2, 2),
+        ];
+        for shape in shapes {
             check_at(transposed, shape);
         }
     }

@@ -5,7 +5,8 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use super::layer::LayerBackend;
 use super::Mode;
 
-/// BatchNorm over channels of an NCHW tensor, with the mode chosen by the caller.
+/// BatchNorm over the channels of an activation in the layers' layout (see
+/// [`LayerBackend::CHANNEL_MAJOR`]), with the mode chosen by the caller.
 #[derive(Module, Debug)]
 pub struct BatchNorm<B: Backend> {
     pub gamma: Param<Tensor<B, 1>>,

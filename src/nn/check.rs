@@ -156,18 +156,23 @@ where
             .sum()
             .backward();
 
+        // In and out of the layout the backend's layers take.
+        let (to, from) = (super::layer::to_layers, super::layer::from_layers);
         let (px, pg, pb) = (
-            p(x.clone().inner()),
+            p(to(x.clone().inner())),
             p(gamma.clone().inner()),
             p(beta.clone().inner()),
         );
         let [oy, om, ov] = B::InnerBackend::leaky_bn(px.clone(), pg.clone(), pb.clone(), eps);
         let stats = [om.clone(), ov.clone()];
-        let g = B::InnerBackend::leaky_bn_backward(px, pg, pb, p(dy), stats, eps, [true; 3]);
-        worst.add(t::<_, 4>(oy), y.inner());
+        let g = B::InnerBackend::leaky_bn_backward(px, pg, pb, p(to(dy)), stats, eps, [true; 3]);
+        worst.add(from(t::<_, 4>(oy)), y.inner());
         worst.add(t::<_, 1>(om), m.reshape([c]).inner());
         worst.add(t::<_, 1>(ov), v.reshape([c]).inner());
-        worst.add(t::<_, 4>(g.x.expect("dx")), x.grad(&grads).expect("x grad"));
+        worst.add(
+            from(t::<_, 4>(g.x.expect("dx"))),
+            x.grad(&grads).expect("x grad"),
+        );
         worst.add(
             t::<_, 1>(g.weight.expect("dgamma")),
             gamma.grad(&grads).expect("gamma grad"),

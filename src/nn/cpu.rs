@@ -1,10 +1,10 @@
 //! The CPU (`flex`) kernels behind [`LayerBackend`]: each convolution is im2col or col2im plus
 //! one GEMM over the whole batch, and LeakyReLU + BatchNorm is a few passes per channel.
 //!
-//! Activations are NCHW. A GEMM over the whole batch reads or writes channel-major
-//! [C, N*H*W] matrices: im2col reads NCHW and col2im writes it directly; the other operands
-//! are converted on the way in or out (contiguous runs of H*W floats), and the weight
-//! gradients read one operand channels-last ([N*H*W, C]), the layout GEMM packs fastest.
+//! Activations are channel-major, [C, N, H, W] ([`LayerBackend::CHANNEL_MAJOR`]): the
+//! [C, N*H*W] matrices a GEMM over the whole batch reads and writes, with no layout copies
+//! between layers, and each channel's values contiguous for BatchNorm. The weight gradients
+//! read one operand channels-last ([N*H*W, C]), the layout GEMM packs fastest.
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -21,27 +21,34 @@ use super::layer::{Activation, LayerBackend, LayerGrads, LEAKY_SLOPE};
 const K: usize = 4;
 
 impl LayerBackend for Flex {
+    const CHANNEL_MAJOR: bool = true;
+
     fn conv_down(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
         let _span = gemm_time::span("conv_down");
-        let [n, c, h, wd] = dims(&x);
+        let [c, n, h, wd] = dims(&x);
         let o = dims(&w)[0];
         let (ho, wo) = (h / 2, wd / 2);
         let cols = im2col(&floats(&x), c, n, (h, wd), (ho, wo));
-        let y = matmul(&floats(&w), false, &cols, false, o, c * K * K, n * ho * wo);
-        flex(
-            to_nchw(&y, o, n, ho * wo, Some(&floats(&b))),
-            [n, o, ho, wo],
-        )
+        let mut y = matmul(&floats(&w), false, &cols, false, o, c * K * K, n * ho * wo);
+        add_to_rows(&mut y, &floats(&b));
+        flex(y, [o, n, ho, wo])
     }
 
     fn conv_up(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
         let _span = gemm_time::span("conv_up");
-        let [n, c, h, wd] = dims(&x);
+        let [c, n, h, wd] = dims(&x);
         let o = dims(&w)[1];
-        let xc = to_cnhw(&floats(&x), n, c, h * wd);
-        let cols = matmul(&floats(&w), true, &xc, false, o * K * K, c, n * h * wd);
+        let cols = matmul(
+            &floats(&w),
+            true,
+            &floats(&x),
+            false,
+            o * K * K,
+            c,
+            n * h * wd,
+        );
         let out = col2im(&cols, o, n, (2 * h, 2 * wd), (h, wd), Some(&floats(&b)));
-        flex(out, [n, o, 2 * h, 2 * wd])
+        flex(out, [o, n, 2 * h, 2 * wd])
     }
 
     fn conv_down_backward(
@@ -52,24 +59,24 @@ impl LayerBackend for Flex {
         need: [bool; 3],
     ) -> LayerGrads<Self> {
         let _span = gemm_time::span("conv_down_backward");
-        let [n, c, h, wd] = dims(&x);
+        let [c, n, h, wd] = dims(&x);
         let o = dims(&w)[0];
         let (ho, wo, kk) = (h / 2, wd / 2, c * K * K);
         let p = n * ho * wo;
-        let dyc = to_cnhw(&floats(&dy), n, o, ho * wo);
-        // dW' [kk, o] = cols [kk, P] x dy [P, o]: both operands in the layouts GEMM packs
+        let dy = floats(&dy);
+        // dW' [kk, o] = cols [kk, P] x dy' [P, o]: both operands in the layouts GEMM packs
         // fastest (dW = dy x cols' reads cols transposed, measured 2-4x slower).
         let weight = need[1].then(|| {
             let cols = im2col(&floats(&x), c, n, (h, wd), (ho, wo));
-            let dy_last = to_nhwc(&floats(&dy), o, ho * wo);
+            let dy_last = transpose(&dy, o, p);
             let dwt = matmul(&cols, false, &dy_last, false, kk, p, o);
-            flex(to_nhwc(&dwt, kk, o), [o, c, K, K])
+            flex(transpose(&dwt, kk, o), [o, c, K, K])
         });
         let x = need[0].then(|| {
-            let dcols = matmul(&floats(&w), true, &dyc, false, kk, o, p);
-            flex(col2im(&dcols, c, n, (h, wd), (ho, wo), None), [n, c, h, wd])
+            let dcols = matmul(&floats(&w), true, &dy, false, kk, o, p);
+            flex(col2im(&dcols, c, n, (h, wd), (ho, wo), None), [c, n, h, wd])
         });
-        let bias = need[2].then(|| flex(row_sums(&dyc, o), [o]));
+        let bias = need[2].then(|| flex(row_sums(&dy, o), [o]));
         LayerGrads { x, weight, bias }
     }
 
@@ -81,28 +88,34 @@ impl LayerBackend for Flex {
         need: [bool; 3],
     ) -> LayerGrads<Self> {
         let _span = gemm_time::span("conv_up_backward");
-        let [n, c, h, wd] = dims(&x);
+        let [c, n, h, wd] = dims(&x);
         let o = dims(&w)[1];
         let (p, kk) = (n * h * wd, o * K * K);
         let dy = floats(&dy);
         let dcols = (need[0] || need[1]).then(|| im2col(&dy, o, n, (2 * h, 2 * wd), (h, wd)));
         let dcols = dcols.as_deref().unwrap_or_default();
         let x_grad = need[0].then(|| {
-            let dxc = matmul(&floats(&w), false, dcols, false, c, kk, p);
-            flex(to_nchw(&dxc, c, n, h * wd, None), [n, c, h, wd])
+            let dx = matmul(&floats(&w), false, dcols, false, c, kk, p);
+            flex(dx, [c, n, h, wd])
         });
-        // dW' [kk, c] = dcols [kk, P] x x [P, c], as in `conv_down_backward`.
+        // dW' [kk, c] = dcols [kk, P] x x' [P, c], as in `conv_down_backward`.
         let weight = need[1].then(|| {
-            let x_last = to_nhwc(&floats(&x), c, h * wd);
+            let x_last = transpose(&floats(&x), c, p);
             let dwt = matmul(dcols, false, &x_last, false, kk, p, c);
-            flex(to_nhwc(&dwt, kk, c), [c, o, K, K])
+            flex(transpose(&dwt, kk, c), [c, o, K, K])
         });
-        let bias = need[2].then(|| flex(channel_sums(&dy, o, 4 * h * wd), [o]));
+        let bias = need[2].then(|| flex(row_sums(&dy, o), [o]));
         LayerGrads {
             x: x_grad,
             weight,
             bias,
         }
+    }
+
+    fn swap_outer(x: FlexTensor) -> FlexTensor {
+        let _span = gemm_time::span("swap_outer");
+        let [a, b, h, w] = dims(&x);
+        flex(swap_outer(&floats(&x), [a, b], h * w), [b, a, h, w])
     }
 
     fn activation(x: FlexTensor, f: Activation) -> FlexTensor {
@@ -162,23 +175,22 @@ impl LayerBackend for Flex {
 
     fn leaky_bn(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> [FlexTensor; 3] {
         let _span = gemm_time::span("leaky_bn");
-        let [n, c, h, w] = dims(&x);
+        let [c, n, h, w] = dims(&x);
         let xs = floats(&x);
-        let (mean, var) = leaky_channel_stats(&xs, n, c, h * w);
+        let (mean, var) = leaky_channel_stats(&xs, c);
         let (g, b) = (floats(&gamma), floats(&beta));
         let scale: Vec<f32> = (0..c)
             .map(|ci| g[ci] / (var[ci] + eps as f32).sqrt())
             .collect();
         let shift: Vec<f32> = (0..c).map(|ci| b[ci] - mean[ci] * scale[ci]).collect();
-        let y = affine(&xs, c, h * w, &scale, &shift);
-        [flex(y, [n, c, h, w]), flex(mean, [c]), flex(var, [c])]
+        let y = affine(&xs, &scale, &shift);
+        [flex(y, [c, n, h, w]), flex(mean, [c]), flex(var, [c])]
     }
 
     fn leaky_affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor) -> FlexTensor {
         let _span = gemm_time::span("leaky_affine");
-        let [n, c, h, w] = dims(&x);
         let (xs, scale, shift) = (floats(&x), floats(&scale), floats(&shift));
-        flex(affine(&xs, c, h * w, &scale, &shift), [n, c, h, w])
+        flex(affine(&xs, &scale, &shift), dims(&x))
     }
 
     fn leaky_bn_backward(
@@ -191,35 +203,35 @@ impl LayerBackend for Flex {
         need: [bool; 3],
     ) -> LayerGrads<Self> {
         let _span = gemm_time::span("leaky_bn_backward");
-        let [n, c, h, w] = dims(&x);
-        let hw = h * w;
+        let c = dims(&x)[0];
         let (xs, dys, g) = (floats(&x), floats(&dy), floats(&gamma));
+        let m = xs.len() / c;
         // The forward's batch statistics, not computed again.
         let (mean, var) = (floats(&mean), floats(&var));
         let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps as f32).sqrt()).collect();
         // Per channel: sum of dy (beta's gradient) and of dy * x_hat (gamma's).
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ci| bn_sums(&xs, &dys, [n, c, hw, ci], mean[ci], inv[ci]))
+        let sums: Vec<(f64, f64)> = (xs.par_chunks(m).zip(dys.par_chunks(m)))
+            .zip(mean.par_iter().zip(inv.par_iter()))
+            .map(|((xv, dv), (&mu, &inv))| bn_sums(xv, dv, mu, inv))
             .collect();
-        let m = (n * hw) as f32;
-        let coeffs = BnBackward {
-            k: (0..c).map(|ci| g[ci] * inv[ci]).collect(),
-            mean: mean.to_vec(),
-            inv,
-            mean_dy: sums.iter().map(|s| s.0 as f32 / m).collect(),
-            mean_dy_xhat: sums.iter().map(|s| s.1 as f32 / m).collect(),
-        };
         let x_grad = need[0].then(|| {
-            // SAFETY: each sample's chunk writes every channel's plane whole.
+            let channel = |ci: usize| BnChannel {
+                k: g[ci] * inv[ci],
+                mean: mean[ci],
+                inv: inv[ci],
+                mean_dy: sums[ci].0 as f32 / m as f32,
+                mean_dy_xhat: sums[ci].1 as f32 / m as f32,
+            };
+            // SAFETY: each channel's chunk is written whole.
             let dx = unsafe {
                 written(xs.len(), |dx| {
-                    dx.par_chunks_mut(c * hw)
-                        .zip(xs.par_chunks(c * hw).zip(dys.par_chunks(c * hw)))
-                        .for_each(|(dst, (xv, dv))| bn_dx(dst, xv, dv, &coeffs))
+                    dx.par_chunks_mut(m)
+                        .zip(xs.par_chunks(m).zip(dys.par_chunks(m)))
+                        .enumerate()
+                        .for_each(|(ci, (dst, (xv, dv)))| bn_dx(dst, xv, dv, channel(ci)))
                 })
             };
-            flex(dx, [n, c, h, w])
+            flex(dx, dims(&x))
         });
         let gamma_grad = need[1].then(|| flex(sums.iter().map(|s| s.1 as f32).collect(), [c]));
         let beta_grad = need[2].then(|| flex(sums.iter().map(|s| s.0 as f32).collect(), [c]));
@@ -264,15 +276,17 @@ fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     }
 }
 
-/// LeakyReLU(x) * scale + shift per channel of [N, C, HW].
-fn affine(xs: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
+/// LeakyReLU(x) * scale + shift per channel of [C, N*H*W].
+fn affine(xs: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
     let _span = gemm_time::span("affine");
-    // SAFETY: each sample's chunk writes every channel's plane whole.
+    let m = xs.len() / scale.len();
+    // SAFETY: each channel's chunk is written whole.
     unsafe {
         written(xs.len(), |y| {
-            y.par_chunks_mut(c * hw)
-                .zip(xs.par_chunks(c * hw))
-                .for_each(|(dst, src)| affine_sample(dst, src, scale, shift))
+            y.par_chunks_mut(m)
+                .zip(xs.par_chunks(m))
+                .enumerate()
+                .for_each(|(ci, (dst, src))| affine_channel(dst, src, scale[ci], shift[ci]))
         })
     }
 }
@@ -286,14 +300,10 @@ fn leaky(v: f32) -> f32 {
     }
 }
 
-/// Mean and biased variance of LeakyReLU(x) per channel of [N, C, HW]; two passes, so the
-/// variance does not lose its digits to cancellation.
-fn leaky_channel_stats(xs: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
+/// Mean and biased variance of LeakyReLU(x) per channel of [C, N*H*W].
+fn leaky_channel_stats(xs: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     let _span = gemm_time::span("leaky_channel_stats");
-    (0..c)
-        .into_par_iter()
-        .map(|ci| channel_stats(xs, [n, c, hw, ci]))
-        .unzip()
+    xs.par_chunks(xs.len() / c).map(channel_stats).unzip()
 }
 
 fn dims(t: &FlexTensor) -> [usize; 4] {
@@ -318,35 +328,27 @@ fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// [N, C, HW] -> [C, N, HW].
-fn to_cnhw(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
-    let _span = gemm_time::span("to_cnhw");
-    swap_outer(x, [n, c], hw, None)
-}
-
-/// [N, C, HW] -> [N, HW, C] (channels last; of one [C, HW] matrix, its transpose). Each task
-/// takes a block of one sample's pixels (rows of the output) and moves it in tiles of 16
-/// channels by 16 pixels; blocks of 64 pixels make each source row read 4 whole cache lines
-/// (measured ~2x faster than 16-pixel blocks at the wide layers).
-fn to_nhwc(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
-    let _span = gemm_time::span("to_nhwc");
+/// The transpose of the [rows, cols] matrix `x`. Each task takes a block of output rows
+/// (columns of `x`) and moves it in tiles of 16 x 16; blocks of 64 make each source row read
+/// 4 whole cache lines (measured ~2x faster than blocks of 16 on the wide layers).
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let _span = gemm_time::span("transpose");
     let block = [64, TILE]
         .into_iter()
-        .find(|b| hw.is_multiple_of(*b))
-        .unwrap_or(hw);
-    // SAFETY: each task writes all c channels of each of its `block` rows.
+        .find(|b| cols.is_multiple_of(*b))
+        .unwrap_or(cols);
+    // SAFETY: each task writes all `rows` elements of each of its `block` output rows.
     unsafe {
         written(x.len(), |out| {
-            out.par_chunks_mut(block * c)
+            out.par_chunks_mut(block * rows)
                 .enumerate()
                 .for_each(|(k, dst)| {
-                    let (ni, p0) = (k * block / hw, k * block % hw);
-                    let sample = &x[ni * c * hw..][..c * hw];
-                    for c0 in (0..c).step_by(TILE) {
-                        for r0 in (0..block).step_by(TILE) {
-                            let n = ((c - c0).min(TILE), (block - r0).min(TILE));
-                            let from = &sample[c0 * hw + p0 + r0..];
-                            transpose_tile(from, hw, &mut dst[r0 * c + c0..], c, n);
+                    let c0 = k * block;
+                    for r0 in (0..rows).step_by(TILE) {
+                        for j0 in (0..block).step_by(TILE) {
+                            let n = ((rows - r0).min(TILE), (block - j0).min(TILE));
+                            let from = &x[r0 * cols + c0 + j0..];
+                            transpose_tile(from, cols, &mut dst[j0 * rows + r0..], rows, n);
                         }
                     }
                 })
@@ -354,7 +356,7 @@ fn to_nhwc(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
     }
 }
 
-/// The tile side of [`to_nhwc`].
+/// The tile side of [`transpose`].
 const TILE: usize = 16;
 
 /// Writes `dst[r * dst_stride + j] = src[j * src_stride + r]` for the `cols` x `rows` tile
@@ -389,14 +391,16 @@ fn transpose_tile(
     }
 }
 
-/// [C, N, HW] -> [N, C, HW], adding a per-channel bias on the way.
-fn to_nchw(y: &[f32], c: usize, n: usize, hw: usize, bias: Option<&[f32]>) -> Vec<f32> {
-    let _span = gemm_time::span("to_nchw");
-    swap_outer(y, [c, n], hw, bias)
+/// `bias[r]` added to each element of row r of the matrix `m`.
+fn add_to_rows(m: &mut [f32], bias: &[f32]) {
+    let _span = gemm_time::span("add_to_rows");
+    m.par_chunks_mut(m.len() / bias.len())
+        .zip(bias.par_iter())
+        .for_each(|(row, b)| row.iter_mut().for_each(|v| *v += b));
 }
 
-/// [A, B, HW] -> [B, A, HW]: planes of HW floats copied whole, each plus `bias[a]` if given.
-fn swap_outer(x: &[f32], [a, b]: [usize; 2], hw: usize, bias: Option<&[f32]>) -> Vec<f32> {
+/// [A, B, HW] -> [B, A, HW], planes of HW floats copied whole.
+fn swap_outer(x: &[f32], [a, b]: [usize; 2], hw: usize) -> Vec<f32> {
     // SAFETY: each chunk of the output (one index of B) writes all `a` of its planes.
     unsafe {
         written(x.len(), |out| {
@@ -404,13 +408,7 @@ fn swap_outer(x: &[f32], [a, b]: [usize; 2], hw: usize, bias: Option<&[f32]>) ->
                 .enumerate()
                 .for_each(|(bi, dst)| {
                     for (ai, d) in dst.chunks_exact_mut(hw).enumerate() {
-                        let src = &x[(ai * b + bi) * hw..][..hw];
-                        match bias {
-                            Some(bias) => d.iter_mut().zip(src).for_each(|(d, s)| {
-                                d.write(s + bias[ai]);
-                            }),
-                            None => copy(d, src),
-                        }
+                        copy(d, &x[(ai * b + bi) * hw..][..hw]);
                     }
                 })
         })
@@ -425,7 +423,7 @@ fn valid(k: usize, len: usize, out: usize) -> std::ops::Range<usize> {
     first..last.max(first)
 }
 
-/// Input planes [N, C, H, W] to columns [C*16, N*Ho*Wo] for a kernel-4, stride-2, padding-1
+/// Input planes [C, N, H, W] to columns [C*16, N*Ho*Wo] for a kernel-4, stride-2, padding-1
 /// convolution with output grid Ho x Wo; out-of-image taps are zero.
 fn im2col(
     src: &[f32],
@@ -455,7 +453,7 @@ fn im2col(
             let (r1, rest) = rest.split_at_mut(p);
             let (r2, r3) = rest.split_at_mut(p);
             for ni in 0..n {
-                let plane = &src[(ni * c + ci) * h * w..][..h * w];
+                let plane = &src[(ci * n + ni) * h * w..][..h * w];
                 for i in 0..ho {
                     let at = (ni * ho + i) * wo..(ni * ho + i + 1) * wo;
                     let (d0, d1) = (&mut r0[at.clone()], &mut r1[at.clone()]);
@@ -496,7 +494,7 @@ fn im2col_narrow<const WO: usize>(
             let mut next = || rows_of.next().expect("4 rows").chunks_exact_mut(WO);
             let (mut r0, mut r1, mut r2, mut r3) = (next(), next(), next(), next());
             for ni in 0..n {
-                let plane = &src[(ni * c + ci) * h * w..][..h * w];
+                let plane = &src[(ci * n + ni) * h * w..][..h * w];
                 for i in 0..ho {
                     let (d0, d1, d2, d3) = (
                         grid_row::<WO>(&mut r0),
@@ -588,7 +586,7 @@ fn fill(dst: &mut [MaybeUninit<f32>], v: f32) {
     });
 }
 
-/// The adjoint of [`im2col`]: sums columns back into planes [N, C, H, W] (H = 2*Ho and
+/// The adjoint of [`im2col`]: sums columns back into planes [C, N, H, W] (H = 2*Ho and
 /// W = 2*Wo), each starting from its channel's `bias` (or zero). Each output pixel is
 /// written once, as the sum of the four taps that reach it.
 fn col2im(
@@ -701,7 +699,7 @@ fn col2im_at<const WO: usize>(
     }
 }
 
-/// Planes [N, C, HW] written in parallel, one task per plane: `fill(ci, ni, plane)`.
+/// Planes [C, N, HW] written in parallel, one task per plane: `fill(ci, ni, plane)`.
 /// Channel-major order, so each thread reads every column row of [`col2im`] front to back.
 ///
 /// # Safety
@@ -716,8 +714,8 @@ unsafe fn by_planes(
     let planes = Planes(out.spare_capacity_mut().as_mut_ptr(), hw);
     (0..c * n).into_par_iter().for_each(|task| {
         let (ci, ni) = (task / n, task % n);
-        // SAFETY: plane ni * c + ci is inside `out`'s capacity and no other task touches it.
-        fill(ci, ni, unsafe { planes.plane(ni * c + ci) });
+        // SAFETY: plane ci * n + ni is inside `out`'s capacity and no other task touches it.
+        fill(ci, ni, unsafe { planes.plane(ci * n + ni) });
     });
     // SAFETY: the tasks wrote every plane whole (the caller's `fill`).
     unsafe { out.set_len(n * c * hw) };
@@ -803,85 +801,53 @@ fn avx2() -> bool {
 }
 
 with_avx2! {
-    /// Mean and biased variance of LeakyReLU(x) over channel `ci` of [N, C, HW]: two passes,
-    /// so the variance does not lose its digits to cancellation.
-    fn channel_stats(xs: &[f32], nchw: [usize; 4]) -> (f32, f32) {
-        let [n, c, hw, ci] = nchw;
-        let plane = |ni: usize| &xs[(ni * c + ci) * hw..][..hw];
-        let m = (n * hw) as f64;
-        let mut sum = 0.0f64;
-        for ni in 0..n {
-            sum += lane_sums(plane(ni), plane(ni), |v, _| [leaky(v)])[0] as f64;
-        }
+    /// Mean and biased variance of LeakyReLU(x) over one channel's values: two passes, so
+    /// the variance does not lose its digits to cancellation.
+    fn channel_stats(xs: &[f32]) -> (f32, f32) {
+        let m = xs.len() as f64;
+        let sum = lane_sums(xs, xs, |v, _| [leaky(v)])[0] as f64;
         let mean = (sum / m) as f32;
-        let mut sq = 0.0f64;
-        for ni in 0..n {
-            let p = plane(ni);
-            sq += lane_sums(p, p, |v, _| [(leaky(v) - mean).powi(2)])[0] as f64;
-        }
+        let sq = lane_sums(xs, xs, |v, _| [(leaky(v) - mean).powi(2)])[0] as f64;
         (mean, (sq / m) as f32)
     }
 }
 
 with_avx2! {
-    /// BatchNorm backward's sums over channel `ci`: of dy, and of dy * x_hat.
-    fn bn_sums(xs: &[f32], dys: &[f32], nchw: [usize; 4], mu: f32, inv: f32) -> (f64, f64) {
-        let [n, c, hw, ci] = nchw;
-        let (mut s, mut sx) = (0.0f64, 0.0f64);
-        for ni in 0..n {
-            let o = (ni * c + ci) * hw;
-            let [a, b] = lane_sums(&xs[o..o + hw], &dys[o..o + hw], |v, d| {
-                [d, d * (leaky(v) - mu) * inv]
-            });
-            s += a as f64;
-            sx += b as f64;
-        }
-        (s, sx)
+    /// BatchNorm backward's sums over one channel: of dy, and of dy * x_hat.
+    fn bn_sums(xs: &[f32], dys: &[f32], mu: f32, inv: f32) -> (f64, f64) {
+        let [s, sx] = lane_sums(xs, dys, |v, d| [d, d * (leaky(v) - mu) * inv]);
+        (s as f64, sx as f64)
     }
 }
 
-/// Per-channel constants of BatchNorm's input gradient.
-struct BnBackward {
+/// One channel's constants of BatchNorm's input gradient.
+#[derive(Clone, Copy)]
+struct BnChannel {
     /// gamma / sqrt(var + eps).
-    k: Vec<f32>,
-    mean: Vec<f32>,
+    k: f32,
+    mean: f32,
     /// 1 / sqrt(var + eps).
-    inv: Vec<f32>,
-    mean_dy: Vec<f32>,
-    mean_dy_xhat: Vec<f32>,
+    inv: f32,
+    mean_dy: f32,
+    mean_dy_xhat: f32,
 }
 
 with_avx2! {
-    /// BatchNorm + LeakyReLU's input gradient for one sample's [C, HW] planes.
-    fn bn_dx(dst: &mut [MaybeUninit<f32>], xv: &[f32], dv: &[f32], b: &BnBackward) {
-        let hw = xv.len() / b.k.len();
-        for ci in 0..b.k.len() {
-            let (k, mu, inv) = (b.k[ci], b.mean[ci], b.inv[ci]);
-            let (mdy, mdyx) = (b.mean_dy[ci], b.mean_dy_xhat[ci]);
-            let range = ci * hw..(ci + 1) * hw;
-            for ((o, &v), &d) in dst[range.clone()]
-                .iter_mut()
-                .zip(&xv[range.clone()])
-                .zip(&dv[range])
-            {
-                let xhat = (leaky(v) - mu) * inv;
-                let slope = if v > 0.0 { 1.0 } else { LEAKY_SLOPE };
-                o.write(k * (d - mdy - xhat * mdyx) * slope);
-            }
+    /// BatchNorm + LeakyReLU's input gradient over one channel's values.
+    fn bn_dx(dst: &mut [MaybeUninit<f32>], xv: &[f32], dv: &[f32], b: BnChannel) {
+        for ((o, &v), &d) in dst.iter_mut().zip(xv).zip(dv) {
+            let xhat = (leaky(v) - b.mean) * b.inv;
+            let slope = if v > 0.0 { 1.0 } else { LEAKY_SLOPE };
+            o.write(b.k * (d - b.mean_dy - xhat * b.mean_dy_xhat) * slope);
         }
     }
 }
 
 with_avx2! {
-    /// LeakyReLU(x) * scale + shift per channel, for one sample's [C, HW] planes.
-    fn affine_sample(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: &[f32], shift: &[f32]) {
-        let hw = src.len() / scale.len();
-        for ci in 0..scale.len() {
-            let (sc, sh) = (scale[ci], shift[ci]);
-            let range = ci * hw..(ci + 1) * hw;
-            for (d, &v) in dst[range.clone()].iter_mut().zip(&src[range]) {
-                d.write(leaky(v) * sc + sh);
-            }
+    /// LeakyReLU(x) * scale + shift over one channel's values.
+    fn affine_channel(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: f32, shift: f32) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            d.write(leaky(v) * scale + shift);
         }
     }
 }
@@ -897,19 +863,6 @@ unsafe fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec
     // SAFETY: the caller's promise: all `len` elements were written.
     unsafe { v.set_len(len) };
     v
-}
-
-/// Per-channel sums of [N, C, HW].
-fn channel_sums(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
-    let _span = gemm_time::span("channel_sums");
-    (0..c)
-        .into_par_iter()
-        .map(|ci| {
-            (x.chunks_exact(c * hw))
-                .map(|sample| lane_sum(&sample[ci * hw..][..hw]))
-                .sum()
-        })
-        .collect()
 }
 
 /// Independent partial sums a reduction keeps, so its adds vectorise instead of each
@@ -1070,7 +1023,7 @@ pub fn square_product(a: &[f32], size: usize) -> Vec<f32> {
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use super::{channel_sums, flex, floats, matmul, row_sums, to_nhwc, valid, K_SLICE};
+    use super::{flex, floats, matmul, row_sums, transpose, valid, K_SLICE};
 
     /// Set while a test runs the baseline paths of `with_avx2!` functions on a processor
     /// that has AVX2.
@@ -1097,7 +1050,7 @@ mod tests {
             .collect();
         let gamma: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 / 16.0).collect();
         let run = || {
-            let t = |v: &[f32]| flex(v.to_vec(), [n, c, side, side]);
+            let t = |v: &[f32]| flex(v.to_vec(), [c, n, side, side]);
             let (g, b) = (flex(gamma.clone(), [c]), flex(vec![0.1; c], [c]));
             let [y, mean, var] = Flex::leaky_bn(t(&x), g.clone(), b.clone(), 1e-3);
             let grads = Flex::leaky_bn_backward(t(&x), g, b, t(&dy), [mean, var], 1e-3, [true; 3]);
@@ -1108,7 +1061,6 @@ mod tests {
                 .chain([grads.x, grads.weight, grads.bias].iter().flatten())
                 .map(|t| floats(t).to_vec())
                 .collect();
-            out.push(channel_sums(&x, c, side * side));
             out.push(row_sums(&x, c));
             out.iter()
                 .map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
@@ -1118,7 +1070,7 @@ mod tests {
         BASELINE_ONLY.store(true, Ordering::Relaxed);
         let baseline = run();
         BASELINE_ONLY.store(false, Ordering::Relaxed);
-        assert_eq!(fast.len(), 8);
+        assert_eq!(fast.len(), 7);
         assert!(fast == baseline, "AVX2 and baseline results differ");
     }
 
@@ -1178,16 +1130,14 @@ mod tests {
     }
 
     #[test]
-    fn to_nhwc_moves_channels_last() {
-        // Partial tiles and blocks of a whole sample; whole tiles in blocks of 16 and of 64.
-        for (n, c, hw) in [(3, 37, 70), (2, 48, 16), (2, 32, 192)] {
-            let x: Vec<f32> = (0..n * c * hw).map(|i| i as f32).collect();
-            let y = to_nhwc(&x, c, hw);
-            for ni in 0..n {
-                for ci in 0..c {
-                    for p in 0..hw {
-                        assert_eq!(y[(ni * hw + p) * c + ci], x[(ni * c + ci) * hw + p]);
-                    }
+    fn transpose_swaps_rows_and_columns() {
+        // Partial tiles and blocks of all columns; whole tiles in blocks of 16 and of 64.
+        for (rows, cols) in [(37, 70), (48, 16), (32, 192)] {
+            let x: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let y = transpose(&x, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(y[c * rows + r], x[r * cols + c]);
                 }
             }
         }

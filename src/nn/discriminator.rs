@@ -7,7 +7,7 @@ use rand::SeedableRng;
 
 use super::batch_norm::BatchNorm;
 use super::init::Initialiser;
-use super::layer::{activate, Activation, Conv, LayerBackend};
+use super::layer::{activate, from_layers, to_layers, Activation, Conv, LayerBackend};
 use super::Mode;
 use crate::config::{DiscriminatorConfig, FrozenBn};
 
@@ -66,7 +66,8 @@ impl<B: LayerBackend> Discriminator<B> {
             (Mode::Frozen, FrozenBn::Running) => Mode::Eval,
             _ => mode,
         };
-        let x = self.conv1.forward(images); // [N, 32, 32, 32]
+        // Shapes as NCHW; between the ends, the layout the backend's layers take.
+        let x = self.conv1.forward(to_layers(images)); // [N, 32, 32, 32]
 
         // The notebook's D has no activation here; the paper's has.
         let x = if self.first_activation {
@@ -76,7 +77,7 @@ impl<B: LayerBackend> Discriminator<B> {
         };
         let x = self.bn2.leaky_forward(self.conv2.forward(x), bn); // [N, 64, 16, 16]
         let x = self.bn3.leaky_forward(self.conv3.forward(x), bn); // [N, 128, 8, 8]
-        let x = activate(self.conv4.forward(x), Activation::Leaky); // [N, 256, 4, 4]
+        let x = from_layers(activate(self.conv4.forward(x), Activation::Leaky)); // [N, 256, 4, 4]
         let x = dropout(x.reshape([n, 256 * 4 * 4]), self.dropout, mode); // [N, 4096]
         self.fc.forward(x) // [N, 1]
     }
@@ -107,10 +108,11 @@ mod tests {
         };
         let images = Tensor::<Flex, 4>::random([2, 3, 64, 64], Distribution::Default, &device);
         let by_hand = {
-            let x = leaky_relu(plain.conv1.forward(images.clone()), LEAKY_SLOPE as f64);
+            let x = to_layers(images.clone());
+            let x = leaky_relu(plain.conv1.forward(x), LEAKY_SLOPE as f64);
             let x = plain.bn2.leaky_forward(plain.conv2.forward(x), Mode::Eval);
             let x = plain.bn3.leaky_forward(plain.conv3.forward(x), Mode::Eval);
-            let x = leaky_relu(plain.conv4.forward(x), LEAKY_SLOPE as f64);
+            let x = from_layers(leaky_relu(plain.conv4.forward(x), LEAKY_SLOPE as f64));
             plain.fc.forward(x.reshape([2, 256 * 4 * 4]))
         };
         let a = activated.forward(images.clone(), Mode::Eval);

@@ -7,7 +7,7 @@ use rand::SeedableRng;
 
 use super::batch_norm::BatchNorm;
 use super::init::Initialiser;
-use super::layer::{activate, Conv, LayerBackend};
+use super::layer::{activate, from_layers, to_layers, Conv, LayerBackend};
 use super::Mode;
 use crate::config::{GeneratorConfig, Output, TrainingConfig};
 
@@ -49,12 +49,13 @@ impl GeneratorConfig {
 impl<B: LayerBackend> Generator<B> {
     pub fn forward(&self, noise: Tensor<B, 2>, mode: Mode) -> Tensor<B, 4> {
         let [n, _] = noise.dims();
-        let x = self.fc.forward(noise).reshape([n, 512, 4, 4]); // [N, 512, 4, 4]
+        // Shapes as NCHW; between the ends, the layout the backend's layers take.
+        let x = to_layers(self.fc.forward(noise).reshape([n, 512, 4, 4])); // [N, 512, 4, 4]
         let x = self.bn1.leaky_forward(self.deconv1.forward(x), mode); // [N, 256, 8, 8]
         let x = self.bn2.leaky_forward(self.deconv2.forward(x), mode); // [N, 128, 16, 16]
         let x = self.bn3.leaky_forward(self.deconv3.forward(x), mode); // [N, 64, 32, 32]
         let x = self.deconv4.forward(x); // [N, 3, 64, 64]
-        activate(x, self.output.into())
+        from_layers(activate(x, self.output.into()))
     }
 
     pub fn output(&self) -> Output {

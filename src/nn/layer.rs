@@ -57,6 +57,21 @@ impl From<Output> for Activation {
     }
 }
 
+/// An NCHW tensor in the layout `B`'s layer ops take: [C, N, H, W] where
+/// [`LayerBackend::CHANNEL_MAJOR`], else unchanged.
+pub fn to_layers<B: LayerBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if !B::CHANNEL_MAJOR {
+        return x;
+    }
+    let y = B::swap_outer(x.into_primitive().tensor());
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// The inverse of [`to_layers`]: the layer ops' layout back to NCHW.
+pub fn from_layers<B: LayerBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    to_layers(x)
+}
+
 /// `f` of `x` through [`LayerBackend::activation`].
 pub fn activate<B: LayerBackend>(x: Tensor<B, 4>, f: Activation) -> Tensor<B, 4> {
     let y = B::activation(x.into_primitive().tensor(), f);
@@ -72,7 +87,15 @@ pub struct LayerGrads<B: Backend> {
 }
 
 /// A backend that can run the networks' layers. The defaults are burn's own ops.
+///
+/// Shapes are written for NCHW activations; a backend whose layers take [C, N, H, W]
+/// instead says so with [`LayerBackend::CHANNEL_MAJOR`], and the networks convert at their
+/// ends ([`to_layers`], [`from_layers`]).
 pub trait LayerBackend: Backend {
+    /// Whether the layer ops take and return activations as [C, N, H, W]: each channel's
+    /// values together, the layout of the matrices a convolution over the batch multiplies.
+    const CHANNEL_MAJOR: bool = false;
+
     /// Conv2d, kernel 4, stride 2, padding 1: [N, C, H, W] * [O, C, 4, 4] -> [N, O, H/2, W/2].
     fn conv_down(
         x: FloatTensor<Self>,
@@ -160,6 +183,13 @@ pub trait LayerBackend: Backend {
         dy.mul(slope).into_primitive().tensor()
     }
 
+    /// [A, B, H, W] -> [B, A, H, W], copied: how activations enter and leave the layers of a
+    /// backend that is [`LayerBackend::CHANNEL_MAJOR`].
+    fn swap_outer(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
+        x.swap_dims(0, 1).into_primitive().tensor()
+    }
+
     /// Dropout's mask for `x`: each element 1 with probability `keep`, else 0, drawn from the
     /// backend's seeded generator.
     fn keep_mask(x: &FloatTensor<Self>, keep: f64) -> FloatTensor<Self> {
@@ -199,12 +229,18 @@ pub trait LayerBackend: Backend {
         shift: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let x: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
-        let c = x.dims()[1];
         let scale: Tensor<Self, 1> = Tensor::from_primitive(TensorPrimitive::Float(scale));
         let shift: Tensor<Self, 1> = Tensor::from_primitive(TensorPrimitive::Float(shift));
+        // Also the autodiff backend's (it has no graph node of its own), in either layout.
+        let c = scale.dims()[0];
+        let per_channel = if Self::CHANNEL_MAJOR {
+            [c, 1, 1, 1]
+        } else {
+            [1, c, 1, 1]
+        };
         leaky_relu(x, LEAKY_SLOPE as f64)
-            .mul(scale.reshape([1, c, 1, 1]))
-            .add(shift.reshape([1, c, 1, 1]))
+            .mul(scale.reshape(per_channel))
+            .add(shift.reshape(per_channel))
             .into_primitive()
             .tensor()
     }
@@ -458,6 +494,22 @@ impl<B: LayerBackend> Backward<B, 1> for ActivationNode {
     }
 }
 
+/// The graph node of [`LayerBackend::swap_outer`], its own inverse.
+#[derive(Debug, Clone, Copy)]
+struct SwapOuterNode;
+
+impl<B: LayerBackend> Backward<B, 1> for SwapOuterNode {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::swap_outer(dy));
+        }
+    }
+}
+
 /// Runs `layer` on the inner backend and records it in the graph; the extra outputs (batch
 /// statistics) come back untracked.
 fn autodiff_layer<B: LayerBackend, C: CheckpointStrategy>(
@@ -497,8 +549,21 @@ fn autodiff_layer<B: LayerBackend, C: CheckpointStrategy>(
 }
 
 impl<B: LayerBackend, C: CheckpointStrategy> LayerBackend for Autodiff<B, C> {
+    const CHANNEL_MAJOR: bool = B::CHANNEL_MAJOR;
+
     fn keep_mask(x: &FloatTensor<Self>, keep: f64) -> FloatTensor<Self> {
         Self::from_inner(B::keep_mask(&x.primitive, keep))
+    }
+
+    fn swap_outer(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SwapOuterNode
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((), B::swap_outer(x.primitive)),
+            OpsKind::UnTracked(prep) => prep.finish(B::swap_outer(x.primitive)),
+        }
     }
 
     fn activation(x: FloatTensor<Self>, f: Activation) -> FloatTensor<Self> {
@@ -595,12 +660,12 @@ mod tests {
         })
         .require_grad();
         let b = rand([o]).require_grad();
-        let ours = Conv {
+        let conv = Conv {
             weight: Param::from_tensor(w.clone()),
             bias: Param::from_tensor(b.clone()),
             transposed,
-        }
-        .forward(x.clone());
+        };
+        let ours = from_layers(conv.forward(to_layers(x.clone())));
         let theirs = if transposed {
             conv_transpose2d(x.clone(), w.clone(), Some(b.clone()), up_options())
         } else {
@@ -648,12 +713,14 @@ mod tests {
         let beta = rand([c]).require_grad();
         let eps = 1e-3;
         let [ours, mean, var] = AD::leaky_bn(
-            x.clone().into_primitive().tensor(),
+            to_layers(x.clone()).into_primitive().tensor(),
             gamma.clone().into_primitive().tensor(),
             beta.clone().into_primitive().tensor(),
             eps,
         );
-        let ours: Tensor<AD, 4> = Tensor::from_primitive(TensorPrimitive::Float(ours));
+        let ours = from_layers(Tensor::<AD, 4>::from_primitive(TensorPrimitive::Float(
+            ours,
+        )));
         let (theirs, m, v) = textbook_leaky_bn(x.clone(), gamma.clone(), beta.clone(), eps);
         let at = format!("[{n}, {c}, {h}, {h}]");
         assert_close(ours.clone().inner(), theirs.clone().inner(), TOL, &at);

@@ -18,7 +18,7 @@ use crate::config::TrainingConfig;
 use crate::data::cache;
 use crate::data::{self, Faces, ImageList, Split, FACE_BYTES};
 use crate::metrics::median;
-use crate::nn::{cpu, gemm_time, noise, Mode};
+use crate::nn::{cpu, noise, profile, Mode};
 use crate::progress;
 use crate::rng::{rng, Stream};
 use crate::train::Gan;
@@ -227,9 +227,9 @@ fn bench_step<B: TrainBackend>(
     }
     report(&m, &format!("step    batch {batch}"));
     if s.profile {
-        gemm_time::start();
+        profile::start();
         let (secs, ()) = time(|| step(s.warmup + s.runs));
-        let profile = gemm_time::stop();
+        let profile = profile::stop();
         report_gemms(&profile.products, m.median_s);
         report_ops(&profile.ops, secs);
     }
@@ -237,7 +237,7 @@ fn bench_step<B: TrainBackend>(
 }
 
 /// The time of each operation of one step and of its parts, and what ran outside them.
-fn report_ops(ops: &[(gemm_time::Op, gemm_time::Timing)], step_s: f64) {
+fn report_ops(ops: &[(profile::Op, profile::Timing)], step_s: f64) {
     let ms = |s: f64| 1e3 * s;
     let tops: f64 = ops
         .iter()
@@ -277,7 +277,7 @@ fn report_ops(ops: &[(gemm_time::Op, gemm_time::Timing)], step_s: f64) {
 }
 
 /// The products of one step by shape, beside a large square product on the same cores.
-fn report_gemms(times: &[(gemm_time::Shape, gemm_time::Timing)], step_s: f64) {
+fn report_gemms(times: &[(profile::Shape, profile::Timing)], step_s: f64) {
     const SQUARE: usize = 4096;
     let a: Vec<f32> = (0..SQUARE * SQUARE)
         .map(|i| (i % 17) as f32 * 0.01)

@@ -15,8 +15,8 @@ use burn::tensor::ops::IntTensorOps;
 use burn::tensor::{Distribution, IntDType, Shape, TensorData, TensorMetadata};
 use rayon::prelude::*;
 
-use super::gemm_time;
 use super::layer::{Activation, LayerBackend, LayerGrads, LEAKY_SLOPE};
+use super::profile;
 
 const K: usize = 4;
 
@@ -24,7 +24,7 @@ impl LayerBackend for Flex {
     const CHANNEL_MAJOR: bool = true;
 
     fn conv_down(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
-        let _span = gemm_time::span("conv_down");
+        let _span = profile::span("conv_down");
         let [c, n, h, wd] = dims(&x);
         let o = dims(&w)[0];
         let (ho, wo) = (h / 2, wd / 2);
@@ -35,7 +35,7 @@ impl LayerBackend for Flex {
     }
 
     fn conv_up(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
-        let _span = gemm_time::span("conv_up");
+        let _span = profile::span("conv_up");
         let [c, n, h, wd] = dims(&x);
         let o = dims(&w)[1];
         let cols = matmul(
@@ -58,7 +58,7 @@ impl LayerBackend for Flex {
         dy: FlexTensor,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
-        let _span = gemm_time::span("conv_down_backward");
+        let _span = profile::span("conv_down_backward");
         let [c, n, h, wd] = dims(&x);
         let o = dims(&w)[0];
         let (ho, wo, kk) = (h / 2, wd / 2, c * K * K);
@@ -87,7 +87,7 @@ impl LayerBackend for Flex {
         dy: FlexTensor,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
-        let _span = gemm_time::span("conv_up_backward");
+        let _span = profile::span("conv_up_backward");
         let [c, n, h, wd] = dims(&x);
         let o = dims(&w)[1];
         let (p, kk) = (n * h * wd, o * K * K);
@@ -113,13 +113,13 @@ impl LayerBackend for Flex {
     }
 
     fn swap_outer(x: FlexTensor) -> FlexTensor {
-        let _span = gemm_time::span("swap_outer");
+        let _span = profile::span("swap_outer");
         let [a, b, h, w] = dims(&x);
         flex(swap_outer(&floats(&x), [a, b], h * w), [b, a, h, w])
     }
 
     fn activation(x: FlexTensor, f: Activation) -> FlexTensor {
-        let _span = gemm_time::span("activation");
+        let _span = profile::span("activation");
         let y = match f {
             // burn's own form: exp of a negative number only, so nothing overflows.
             Activation::Sigmoid => map(&floats(&x), |v| {
@@ -137,7 +137,7 @@ impl LayerBackend for Flex {
     }
 
     fn activation_backward(y: FlexTensor, dy: FlexTensor, f: Activation) -> FlexTensor {
-        let _span = gemm_time::span("activation_backward");
+        let _span = profile::span("activation_backward");
         let (ys, dys) = (floats(&y), floats(&dy));
         let dx = match f {
             Activation::Sigmoid => map2(&ys, &dys, |y, d| d * y * (1.0 - y)),
@@ -151,7 +151,7 @@ impl LayerBackend for Flex {
     /// so the mask is made in parallel and is the same on any number of threads (burn draws
     /// element by element on one thread, ~20 ns each).
     fn keep_mask(x: &FlexTensor, keep: f64) -> FlexTensor {
-        let _span = gemm_time::span("keep_mask");
+        let _span = profile::span("keep_mask");
         let words = Distribution::Uniform(0.0, 4_294_967_296.0);
         let draw = Flex::int_random(Shape::new([2]), words, &Default::default(), IntDType::I64);
         let w = draw.into_data().to_vec::<i64>().expect("two i64 draws");
@@ -174,7 +174,7 @@ impl LayerBackend for Flex {
     }
 
     fn leaky_bn(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> [FlexTensor; 3] {
-        let _span = gemm_time::span("leaky_bn");
+        let _span = profile::span("leaky_bn");
         let [c, n, h, w] = dims(&x);
         let xs = floats(&x);
         let (mean, var) = leaky_channel_stats(&xs, c);
@@ -188,7 +188,7 @@ impl LayerBackend for Flex {
     }
 
     fn leaky_affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor) -> FlexTensor {
-        let _span = gemm_time::span("leaky_affine");
+        let _span = profile::span("leaky_affine");
         let (xs, scale, shift) = (floats(&x), floats(&scale), floats(&shift));
         flex(affine(&xs, &scale, &shift), dims(&x))
     }
@@ -202,7 +202,7 @@ impl LayerBackend for Flex {
         eps: f64,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
-        let _span = gemm_time::span("leaky_bn_backward");
+        let _span = profile::span("leaky_bn_backward");
         let c = dims(&x)[0];
         let (xs, dys, g) = (floats(&x), floats(&dy), floats(&gamma));
         let m = xs.len() / c;
@@ -278,7 +278,7 @@ fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
 
 /// LeakyReLU(x) * scale + shift per channel of [C, N*H*W].
 fn affine(xs: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
-    let _span = gemm_time::span("affine");
+    let _span = profile::span("affine");
     let m = xs.len() / scale.len();
     // SAFETY: each channel's chunk is written whole.
     unsafe {
@@ -302,7 +302,7 @@ fn leaky(v: f32) -> f32 {
 
 /// Mean and biased variance of LeakyReLU(x) per channel of [C, N*H*W].
 fn leaky_channel_stats(xs: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
-    let _span = gemm_time::span("leaky_channel_stats");
+    let _span = profile::span("leaky_channel_stats");
     xs.par_chunks(xs.len() / c).map(channel_stats).unzip()
 }
 
@@ -332,7 +332,7 @@ fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
 /// (columns of `x`) and moves it in tiles of 16 x 16; blocks of 64 make each source row read
 /// 4 whole cache lines (measured ~2x faster than blocks of 16 on the wide layers).
 fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let _span = gemm_time::span("transpose");
+    let _span = profile::span("transpose");
     let block = [64, TILE]
         .into_iter()
         .find(|b| cols.is_multiple_of(*b))
@@ -393,7 +393,7 @@ fn transpose_tile(
 
 /// `bias[r]` added to each element of row r of the matrix `m`.
 fn add_to_rows(m: &mut [f32], bias: &[f32]) {
-    let _span = gemm_time::span("add_to_rows");
+    let _span = profile::span("add_to_rows");
     m.par_chunks_mut(m.len() / bias.len())
         .zip(bias.par_iter())
         .for_each(|(row, b)| row.iter_mut().for_each(|v| *v += b));
@@ -432,7 +432,7 @@ fn im2col(
     (h, w): (usize, usize),
     (ho, wo): (usize, usize),
 ) -> Vec<f32> {
-    let _span = gemm_time::span("im2col");
+    let _span = profile::span("im2col");
     assert!(
         w == 2 * wo && w <= MAX_SIDE,
         "im2col: a stride-2 layer halves each side"
@@ -597,7 +597,7 @@ fn col2im(
     (ho, wo): (usize, usize),
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    let _span = gemm_time::span("col2im");
+    let _span = profile::span("col2im");
     assert!(
         h == 2 * ho && w == 2 * wo && w <= MAX_SIDE,
         "col2im: a stride-2 layer doubles each side"
@@ -905,7 +905,7 @@ fn lane_sum(x: &[f32]) -> f32 {
 }
 
 fn row_sums(m: &[f32], rows: usize) -> Vec<f32> {
-    let _span = gemm_time::span("row_sums");
+    let _span = profile::span("row_sums");
     let cols = m.len() / rows;
     m.par_chunks(cols).map(lane_sum).collect()
 }
@@ -923,8 +923,8 @@ const K_SLICE: usize = 4096;
 #[allow(clippy::too_many_arguments)]
 fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, m: usize, k: usize, n: usize) -> Vec<f32> {
     assert!(a.len() == m * k && b.len() == k * n, "matmul operand sizes");
-    let shape = gemm_time::Shape { m, k, n, ta, tb };
-    gemm_time::timed(shape, || {
+    let shape = profile::Shape { m, k, n, ta, tb };
+    profile::timed(shape, || {
         if k < 2 * K_SLICE {
             let parallelism = if m * n * k >= 1 << 18 {
                 gemm::Parallelism::Rayon(0)

@@ -10,10 +10,10 @@ pub mod cpu;
 mod discriminator;
 pub mod fused_bn;
 pub mod gemm;
-pub mod gemm_time;
 mod generator;
 mod init;
 pub mod layer;
+pub mod profile;
 pub mod torch_names;
 
 pub use batch_norm::BatchNorm;

@@ -504,9 +504,7 @@ fn im2col_narrow<const WO: usize>(
                     );
                     if !rows.contains(&i) {
                         for d in [d0, d1, d2, d3] {
-                            d.iter_mut().for_each(|v| {
-                                v.write(0.0);
-                            });
+                            fill(d, 0.0);
                         }
                         continue;
                     }
@@ -624,15 +622,7 @@ fn col2im(
                 _ => &zeros[..],
             };
             for (y, line) in dst.chunks_exact_mut(w).enumerate() {
-                // Output row y = 2i + kh - 1: even rows take kh = 1 (i = y/2) and kh = 3
-                // (i = y/2 - 1); odd rows kh = 0 (i = y/2 + 1) and kh = 2 (i = y/2).
-                let t = y / 2;
-                let pairs = if y % 2 == 0 {
-                    [(1, Some(t)), (3, t.checked_sub(1))]
-                } else {
-                    [(0, Some(t + 1)), (2, Some(t))]
-                };
-                let taps = [pairs[0], pairs[1]]
+                let taps = kernel_rows(y)
                     .map(|(kh, i)| [tap(kh, 0, i), tap(kh, 1, i), tap(kh, 2, i), tap(kh, 3, i)]);
                 tap_row(line, &taps, b);
             }
@@ -667,13 +657,7 @@ fn col2im_at<const WO: usize>(
                 }
             };
             for (y, line) in dst.chunks_exact_mut(w).enumerate() {
-                // As in `col2im`: even rows take kh = 1 and 3, odd rows kh = 0 and 2.
-                let t = y / 2;
-                let [(kh0, i0), (kh1, i1)] = if y % 2 == 0 {
-                    [(1, Some(t)), (3, t.checked_sub(1))]
-                } else {
-                    [(0, Some(t + 1)), (2, Some(t))]
-                };
+                let [(kh0, i0), (kh1, i1)] = kernel_rows(y);
                 let a: [&[f32; WO]; K] = std::array::from_fn(|kw| row(kh0 * K + kw, i0));
                 let e: [&[f32; WO]; K] = std::array::from_fn(|kw| row(kh1 * K + kw, i1));
                 let (mut even, mut odd) = ([b; WO], [b; WO]);
@@ -696,6 +680,18 @@ fn col2im_at<const WO: usize>(
                 }
             }
         })
+    }
+}
+
+/// The two kernel rows kh that reach output row y of [`col2im`], each with its grid row i
+/// (y = 2i + kh - 1; `None` above the grid): even rows take kh = 1 (i = y/2) and kh = 3
+/// (i = y/2 - 1), odd rows kh = 0 (i = y/2 + 1) and kh = 2 (i = y/2).
+fn kernel_rows(y: usize) -> [(usize, Option<usize>); 2] {
+    let t = y / 2;
+    if y.is_multiple_of(2) {
+        [(1, Some(t)), (3, t.checked_sub(1))]
+    } else {
+        [(0, Some(t + 1)), (2, Some(t))]
     }
 }
 

@@ -330,7 +330,8 @@ fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
 
 /// The transpose of the [rows, cols] matrix `x`. Each task takes a block of output rows
 /// (columns of `x`) and moves it in tiles of 16 x 16; blocks of 64 make each source row read
-/// 4 whole cache lines (measured ~2x faster than blocks of 16 on the wide layers).
+/// 4 whole cache lines (faster than blocks of 16 on the wide layers, where each row read
+/// was one line; `dcgan bench --profile` times `transpose`).
 fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let _span = profile::span("transpose");
     let block = [64, TILE]
@@ -474,8 +475,8 @@ fn im2col(
 
 /// [`im2col`] for the narrow grids (`WO` columns, known when compiling). Their rows are a
 /// few floats each: at a fixed length the compiler unrolls the row instead of looping and
-/// calling `memcpy` per row (measured 1.7-2.8x faster at widths 4 and 8). The wide rows are
-/// fastest as [`im2col`] copies them.
+/// calling `memcpy` per row (faster at widths 4 and 8; `dcgan bench --profile` times
+/// `im2col`). The wide rows measured fastest as [`im2col`] copies them.
 fn im2col_narrow<const WO: usize>(
     src: &[f32],
     c: usize,
@@ -631,8 +632,9 @@ fn col2im(
 }
 
 /// [`col2im`] at the networks' grid widths (`WO` columns, known when compiling): each output
-/// row's sums run over fixed-length arrays the compiler unrolls (measured 1.5-2x faster than
-/// [`col2im`]'s run-time rows, which remain for other widths). The same sums in the same order.
+/// row's sums run over fixed-length arrays the compiler unrolls (faster than [`col2im`]'s
+/// run-time rows, which remain for other widths; `dcgan bench --profile` times `col2im`).
+/// The same sums in the same order.
 fn col2im_at<const WO: usize>(
     cols: &[f32],
     c: usize,
@@ -760,8 +762,8 @@ fn tap_row(line: &mut [MaybeUninit<f32>], taps: &[[&[f32]; 4]; 2], b: f32) {
 }
 
 /// Defines a function whose body also exists compiled for AVX2, taken where the processor
-/// has it. The binary targets baseline x86-64, whose SSE2 vectors are half as wide; the
-/// BatchNorm passes measured ~2x faster built for AVX2. The body must call nothing that is
+/// has it. The binary targets baseline x86-64, whose SSE2 vectors are half as wide; built for
+/// AVX2, the BatchNorm passes took about half the time (`dcgan bench --profile`). The body must call nothing that is
 /// not inlined (no iterator sums), or that part runs at the baseline. Only the instructions
 /// differ: Rust never fuses or reorders float operations on its own, so both give the same
 /// bits.

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::backend::launches;
 use crate::config::TrainingConfig;
 use crate::data::cache;
-use crate::data::{self, Faces, ImageList, Split, FACE_BYTES};
+use crate::data::{self, Faces, ImageList, Preprocess, Split};
 use crate::metrics::median;
 use crate::nn::{cpu, noise, profile, Mode};
 use crate::progress;
@@ -102,16 +102,11 @@ fn measurement(
 
 /// Faces for the step and sampling benchmarks: the real ones when a folder is given, else
 /// a deterministic pattern (the arithmetic does not depend on the pixel values).
-fn faces_for_steps(loaded: Option<&Faces>, batch: usize) -> Faces {
+fn faces_for_steps(loaded: Option<&Faces>, batch: usize, side: usize) -> Faces {
+    let bytes = batch * data::face_bytes(side);
     match loaded {
-        Some(f) if f.len() >= batch => {
-            Faces::from_pixels(f.pixels()[..batch * FACE_BYTES].to_vec())
-        }
-        _ => Faces::from_pixels(
-            (0..batch * FACE_BYTES)
-                .map(|i| (i * 31 % 251) as u8)
-                .collect(),
-        ),
+        Some(f) if f.len() >= batch => Faces::from_pixels(f.pixels()[..bytes].to_vec(), side),
+        _ => Faces::from_pixels((0..bytes).map(|i| (i * 31 % 251) as u8).collect(), side),
     }
 }
 
@@ -162,8 +157,8 @@ fn bench_load(
     files: &ImageList,
     loaded: &mut Option<Faces>,
 ) -> Result<Measurement> {
-    let crop = (s.config.data.crop, s.config.data.filter);
-    let (runs, faces) = repeat(s, |_| data::load_faces(files, crop.0, crop.1))?;
+    let prep = Preprocess::resolve(&s.config, files);
+    let (runs, faces) = repeat(s, |_| data::load_faces(files, &prep))?;
     *loaded = Some(faces);
     let m = measurement("load", "cpu", None, Some(files.len()), runs, files.len());
     report(&m, &format!("load    {} files", files.len()));
@@ -175,12 +170,12 @@ fn bench_cache(
     files: &ImageList,
     loaded: &mut Option<Faces>,
 ) -> Result<Measurement> {
-    let cfg = &s.config;
+    let prep = Preprocess::resolve(&s.config, files);
     let dir = tempfile_dir()?;
-    let key = cache::CacheKey::new(files, cfg.data.crop, cfg.data.filter)?;
+    let key = cache::CacheKey::new(files, &prep)?;
     let faces = match loaded.take() {
         Some(f) => f,
-        None => data::load_faces(files, cfg.data.crop, cfg.data.filter)?,
+        None => data::load_faces(files, &prep)?,
     };
     cache::store(&dir, &key, &faces)?;
     let (runs, hit) = repeat(s, |_| {
@@ -201,7 +196,7 @@ fn bench_step<B: TrainBackend>(
 ) -> Result<Measurement> {
     let cfg = &s.config;
     let batch = cfg.batch_size;
-    let faces = faces_for_steps(loaded, batch);
+    let faces = faces_for_steps(loaded, batch, cfg.image_size);
     let indices: Vec<usize> = (0..batch).collect();
     let mut gan = Some(Gan::<B>::new(cfg, device));
     // `step_on` reads the losses back, so a timed step ends after the device finished.

@@ -64,6 +64,17 @@ pub struct TrainingConfig {
     /// The order of a training step (default: the notebook's).
     #[serde(default, rename = "loop")]
     pub gan_loop: GanLoop,
+    /// Side of the square faces G makes and D judges: 32, 64 or 128 pixels. G and D gain
+    /// (or lose) one stride-2 block per doubling; 64 is the notebook's networks.
+    #[serde(default = "default_image_size")]
+    pub image_size: usize,
+}
+
+/// The sizes the networks are built for: 4x4 doubled three to five times.
+pub const IMAGE_SIZES: [usize; 3] = [32, 64, 128];
+
+fn default_image_size() -> usize {
+    64
 }
 
 /// How one training step makes its fakes.
@@ -101,11 +112,128 @@ pub struct TrackConfig {
 pub struct DataConfig {
     /// Keep only the first N files of the sorted listing (the notebook used 50,000).
     pub limit: Option<usize>,
-    pub crop: CropBox,
+    /// What part of each photo becomes the face: `auto`, `celeba`, `center`, `none`, or a box.
+    pub crop: Crop,
     pub filter: ResizeFilter,
     pub normalization: Normalization,
     /// Reshuffle the image order every epoch from the run's seed.
     pub shuffle: bool,
+}
+
+/// What part of each photo is resized into a face: a named rule, or one fixed box.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Crop {
+    Rule(CropRule),
+    Box(CropBox),
+}
+
+/// The named crops of `--crop` and `data.crop`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CropRule {
+    /// `celeba` when every image is CelebA's aligned 178x218, else `center`: chosen when a
+    /// run starts, and recorded in its config.
+    Auto,
+    /// The notebook's face box on CelebA's aligned photos (left 30, top 55, right 150,
+    /// bottom 175).
+    Celeba,
+    /// The largest centred square of each picture.
+    Center,
+    /// The whole picture, squeezed to a square.
+    #[value(name = "none")]
+    #[serde(rename = "none")]
+    Whole,
+}
+
+impl Crop {
+    /// The face box the notebook cuts from CelebA's aligned 178x218 photos.
+    pub const CELEBA_BOX: CropBox = CropBox {
+        left: 30,
+        top: 55,
+        right: 150,
+        bottom: 175,
+    };
+
+    /// The name `--crop` gives it, or the box's four numbers.
+    pub fn describe(&self) -> String {
+        match self {
+            Crop::Rule(r) => r.name().to_string(),
+            Crop::Box(b) => format!(
+                "box (left {}, top {}, right {}, bottom {})",
+                b.left, b.top, b.right, b.bottom
+            ),
+        }
+    }
+
+    /// The same crop, whether named or given as its box (`celeba` is CelebA's face box).
+    pub fn same_as(&self, other: &Crop) -> bool {
+        let norm = |c: &Crop| match c {
+            Crop::Rule(CropRule::Celeba) => Crop::Box(Self::CELEBA_BOX),
+            c => *c,
+        };
+        norm(self) == norm(other)
+    }
+
+    /// The box to cut from a `width` x `height` picture for a `size`-pixel face, or why this
+    /// picture is too small for the crop. `Auto` must be resolved first (data::choose_crop).
+    pub fn box_for(&self, width: u32, height: u32, size: usize) -> Result<CropBox, String> {
+        let size = size as u32;
+        let (cut, rule) = match self {
+            Crop::Box(b) => (*b, "the crop box"),
+            Crop::Rule(CropRule::Celeba) => (Self::CELEBA_BOX, "CelebA's face box"),
+            Crop::Rule(CropRule::Center) => {
+                let side = width.min(height);
+                let (left, top) = ((width - side) / 2, (height - side) / 2);
+                let b = CropBox {
+                    left,
+                    top,
+                    right: left + side,
+                    bottom: top + side,
+                };
+                (b, "--crop center")
+            }
+            Crop::Rule(CropRule::Whole) => {
+                let b = CropBox {
+                    left: 0,
+                    top: 0,
+                    right: width,
+                    bottom: height,
+                };
+                (b, "--crop none")
+            }
+            Crop::Rule(CropRule::Auto) => return Err("the crop rule was not resolved".into()),
+        };
+        if cut.right > width || cut.bottom > height {
+            return Err(format!(
+                "image is {width}x{height}, smaller than {rule} (right {}, bottom {}); \
+                 train it with --crop center",
+                cut.right, cut.bottom
+            ));
+        }
+        // Enlarging more than twice would teach G blur; a little (CelebA's 120-pixel box to
+        // 128) is harmless.
+        if 2 * cut.width() < size || 2 * cut.height() < size {
+            return Err(format!(
+                "image is {width}x{height}: {rule} gives {}x{}, less than half the {size}x{size} faces \
+                 (enlarged it would teach G blur); use larger images or a smaller --image-size",
+                cut.width(),
+                cut.height()
+            ));
+        }
+        Ok(cut)
+    }
+}
+
+impl CropRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            CropRule::Auto => "auto",
+            CropRule::Celeba => "celeba",
+            CropRule::Center => "center",
+            CropRule::Whole => "none",
+        }
+    }
 }
 
 /// Pillow's `(left, top, right, bottom)` box: right and bottom are exclusive.
@@ -219,11 +347,18 @@ impl TrainingConfig {
         if self.data.limit == Some(0) {
             bail!("limit must be at least 1 (leave it out to use every image)");
         }
-        let c = self.data.crop;
-        if c.right <= c.left || c.bottom <= c.top {
+        if let Crop::Box(c) = self.data.crop {
+            if c.right <= c.left || c.bottom <= c.top {
+                bail!(
+                    "crop box (left {}, top {}, right {}, bottom {}) is empty: right must exceed left and bottom must exceed top",
+                    c.left, c.top, c.right, c.bottom
+                );
+            }
+        }
+        if !IMAGE_SIZES.contains(&self.image_size) {
             bail!(
-                "crop box (left {}, top {}, right {}, bottom {}) is empty: right must exceed left and bottom must exceed top",
-                c.left, c.top, c.right, c.bottom
+                "image_size {} is not one the networks are built for: use 32, 64 or 128",
+                self.image_size
             );
         }
         for (name, o) in [
@@ -417,7 +552,57 @@ mod tests {
         c.batch_size = 0;
         assert!(c.validate().is_err());
         let mut c = TrainingConfig::preset("dcgan").unwrap();
-        c.data.crop.right = c.data.crop.left;
+        c.data.crop = Crop::Box(CropBox {
+            right: 30,
+            ..Crop::CELEBA_BOX
+        });
         assert!(c.validate().unwrap_err().to_string().contains("empty"));
+        let mut c = TrainingConfig::preset("dcgan").unwrap();
+        c.image_size = 48;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("32, 64 or 128"));
+    }
+
+    #[test]
+    fn crops_in_json_and_their_boxes() {
+        for (json, crop) in [
+            (r#""auto""#, Crop::Rule(CropRule::Auto)),
+            (r#""celeba""#, Crop::Rule(CropRule::Celeba)),
+            (r#""center""#, Crop::Rule(CropRule::Center)),
+            (r#""none""#, Crop::Rule(CropRule::Whole)),
+            (
+                r#"{"left": 30, "top": 55, "right": 150, "bottom": 175}"#,
+                Crop::Box(Crop::CELEBA_BOX),
+            ),
+        ] {
+            assert_eq!(serde_json::from_str::<Crop>(json).unwrap(), crop, "{json}");
+            let back = serde_json::to_string(&crop).unwrap();
+            assert_eq!(serde_json::from_str::<Crop>(&back).unwrap(), crop);
+        }
+        let center = Crop::Rule(CropRule::Center);
+        let b = center.box_for(300, 200, 64).unwrap();
+        assert_eq!((b.left, b.top, b.right, b.bottom), (50, 0, 250, 200));
+        let b = center.box_for(100, 151, 64).unwrap();
+        assert_eq!((b.left, b.top, b.right, b.bottom), (0, 25, 100, 125));
+        let whole = Crop::Rule(CropRule::Whole).box_for(90, 70, 64).unwrap();
+        assert_eq!((whole.right, whole.bottom), (90, 70));
+        let celeba = Crop::Rule(CropRule::Celeba);
+        assert_eq!(celeba.box_for(178, 218, 64).unwrap(), Crop::CELEBA_BOX);
+        let err = celeba.box_for(120, 150, 64).unwrap_err();
+        assert!(
+            err.contains("120x150") && err.contains("--crop center"),
+            "{err}"
+        );
+        let err = center.box_for(100, 31, 64).unwrap_err();
+        assert!(
+            err.contains("100x31") && err.contains("--image-size"),
+            "{err}"
+        );
+        assert!(center.box_for(100, 32, 64).is_ok());
+        // CelebA's 120-pixel box serves 128-pixel faces too.
+        assert_eq!(celeba.box_for(178, 218, 128).unwrap(), Crop::CELEBA_BOX);
     }
 }

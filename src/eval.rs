@@ -57,9 +57,8 @@ fn faces(
     cfg: &TrainingConfig,
 ) -> Result<Vec<u8>> {
     let (images, _) = ImageList::select(path, split.0, split.1, partition, n)?;
-    Ok(data::load_faces(&images, cfg.data.crop, cfg.data.filter)?
-        .pixels()
-        .to_vec())
+    let prep = data::Preprocess::resolve(cfg, &images);
+    Ok(data::load_faces(&images, &prep)?.pixels().to_vec())
 }
 
 pub fn run<B: LayerBackend>(args: &EvalSettings, device: &B::Device) -> Result<EvalReport> {
@@ -73,7 +72,8 @@ pub fn run<B: LayerBackend>(args: &EvalSettings, device: &B::Device) -> Result<E
         Some(args.n),
         &cfg,
     )?;
-    let n = real.len() / data::FACE_BYTES;
+    let face = data::face_bytes(cfg.image_size);
+    let n = real.len() / face;
     if n < 64 {
         bail!(
             "{} holds only {n} usable faces; SWD needs at least 64 (a few hundred or more for stable figures)",
@@ -81,7 +81,13 @@ pub fn run<B: LayerBackend>(args: &EvalSettings, device: &B::Device) -> Result<E
         );
     }
     let generated = sample::generate(&cfg, &g, n, args.seed, device).concat();
-    let report = swd::swd(&generated, &real, &SwdConfig::default(), args.seed);
+    let report = swd::swd(
+        &generated,
+        &real,
+        cfg.image_size,
+        &SwdConfig::default(),
+        args.seed,
+    );
 
     // The run's own training images, as it selected them, unless --train names others.
     let trained = std::fs::read_to_string(args.ckpt.with_file_name(crate::run::MANIFEST))
@@ -97,9 +103,9 @@ pub fn run<B: LayerBackend>(args: &EvalSettings, device: &B::Device) -> Result<E
         Some((dir, split, partition)) => {
             let split = (split, Split::Train);
             let train = faces(&dir, split, partition.as_deref(), cfg.data.limit, &cfg)?;
-            let c = swd::copy_check(&generated, &train, &real);
+            let c = swd::copy_check(&generated, &train, &real, cfg.image_size);
             Some(CopySummary {
-                train_faces: train.len() / data::FACE_BYTES,
+                train_faces: train.len() / face,
                 generated_median: median(&c.nearest),
                 real_median: median(&c.holdout_nearest),
                 fraction_closer: c.fraction_closer,

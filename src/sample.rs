@@ -8,7 +8,6 @@ use image::RgbImage;
 
 use crate::config::NoiseDist;
 use crate::config::TrainingConfig;
-use crate::data::SIZE;
 use crate::data::{to_faces, write_grid, write_png};
 use crate::nn::{noise, torch_names, Generator, LayerBackend, Mode};
 use crate::rng::{rng, Stream};
@@ -64,7 +63,7 @@ pub fn load_generator<B: LayerBackend>(
             ckpt.display()
         );
     }
-    let template = cfg.generator.init::<B>(0, device);
+    let template = cfg.generator.init::<B>(cfg.image_size, 0, device);
     if run::is_state_dict(ckpt) {
         let tensors = run::read_state_dict(ckpt)?;
         return torch_names::generator_from_tensors(
@@ -163,8 +162,8 @@ pub fn run<B: LayerBackend>(args: &SampleSettings, device: &B::Device) -> Result
     if let Some(dir) = &args.each {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         for (i, face) in faces.iter().enumerate() {
-            let img =
-                RgbImage::from_raw(SIZE as u32, SIZE as u32, face.clone()).expect("64x64 face");
+            let side = cfg.image_size as u32;
+            let img = RgbImage::from_raw(side, side, face.clone()).expect("a square face");
             write_png(&img, &dir.join(format!("face_{:05}.png", i + 1)))?;
         }
         eprintln!("wrote {} faces to {}", faces.len(), dir.display());

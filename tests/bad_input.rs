@@ -93,6 +93,8 @@ fn messy_folder_skips_each_bad_file_by_name_and_trains_on_the_rest() {
         "1",
         "--backend",
         "cpu",
+        "--crop",
+        "celeba",
         "--out",
         p(&tmp.path().join("run")),
     ]);
@@ -100,7 +102,7 @@ fn messy_folder_skips_each_bad_file_by_name_and_trains_on_the_rest() {
         ("text.jpg", "not a JPEG or PNG"),
         ("truncated.jpg", "truncated JPEG"),
         ("zero.jpg", "empty file"),
-        ("small.jpg", "100x100, smaller than the crop box"),
+        ("small.jpg", "100x100, smaller than CelebA's face box"),
         ("huge.png", "cannot decode"),
         ("gone.jpg", "cannot open"),
     ] {
@@ -146,11 +148,12 @@ fn a_grayscale_image_trains_as_three_equal_channels() {
         .unwrap()
         .save(&path)
         .unwrap();
-    let crop = dcgan::config::TrainingConfig::preset("dcgan")
-        .unwrap()
-        .data
-        .crop;
-    let out = dcgan::data::load_face(&path, crop, dcgan::config::ResizeFilter::Bicubic).unwrap();
+    let prep = dcgan::data::Preprocess {
+        crop: dcgan::config::Crop::Rule(dcgan::config::CropRule::Celeba),
+        filter: dcgan::config::ResizeFilter::Bicubic,
+        size: 64,
+    };
+    let out = dcgan::data::load_face(&path, &prep).unwrap();
     assert!(out.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
 }
 
@@ -175,15 +178,15 @@ fn bad_arguments_are_refused_before_any_work() {
     refused(&["--ema", "1.5"], "ema.decay must be between 0 and 1");
 
     let mut cfg = dcgan::config::TrainingConfig::preset("dcgan").unwrap();
-    cfg.data.crop = dcgan::config::CropBox {
+    cfg.data.crop = dcgan::config::Crop::Box(dcgan::config::CropBox {
         left: 300,
         top: 300,
         right: 400,
         bottom: 400,
-    };
+    });
     let outside = tmp.path().join("outside.json");
     std::fs::write(&outside, cfg.to_json()).unwrap();
-    refused(&["--config", p(&outside)], "lies outside the images");
+    refused(&["--config", p(&outside)], "does not fit the pictures");
 
     let broken = tmp.path().join("broken.json");
     std::fs::write(&broken, "{\n  \"batch_size\": 128,\n  \"epochs\": ,\n}\n").unwrap();

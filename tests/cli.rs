@@ -382,6 +382,8 @@ fn broken_files_are_skipped_by_name_and_nested_folders_found() {
         "1",
         "--backend",
         "cpu",
+        "--crop",
+        "celeba",
         "--out",
         p(&tmp.path().join("run")),
     ]);

@@ -82,7 +82,7 @@ impl Fixture {
             .into_raw();
         Self {
             tensors: read_state_dict(&path.with_extension("safetensors")).expect("fixture"),
-            faces: Faces::from_pixels(faces),
+            faces: Faces::from_pixels(faces, 64),
         }
     }
 

@@ -93,7 +93,7 @@ fn generator_weights(run: &Path, file: &str) -> Vec<f32> {
     let cfg = TrainingConfig::load(&run.join("config.json")).unwrap();
     let device = Default::default();
     let g = checkpoint::load_module(
-        cfg.generator.init::<Flex>(0, &device),
+        cfg.generator.init::<Flex>(cfg.image_size, 0, &device),
         &run.join(file),
         &device,
     )
@@ -165,6 +165,8 @@ fn ctrl_c_mid_epoch_then_resume_matches_an_uninterrupted_run() {
     for epoch in 1..=3 {
         assert!(out.join(format!("samples/epoch_{epoch:04}.png")).exists());
     }
+    // TensorBoard shows each step once: the resume cut the event file back to the checkpoint.
+    check_tensorboard(&out);
 
     // --epochs may be raised on resume; the log continues where it stopped.
     dcgan_ok(&[
@@ -298,6 +300,7 @@ fn sigkill_at_random_moments_always_leaves_a_resumable_run() {
         .filter(|f| f.to_string_lossy().contains(".partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    check_tensorboard(&out);
     // And the final checkpoint samples.
     sample_cpu(&out.join("g.mpk"), &tmp.path().join("s.png"), &["--n", "4"]);
 }

@@ -14,7 +14,7 @@ use std::process::Command;
 use common::*;
 use dcgan::backend::{self, BackendChoice, Resolved};
 use dcgan::config::TrainingConfig;
-use dcgan::data::{load_faces, ImageList};
+use dcgan::data::{load_faces, ImageList, Preprocess};
 use dcgan::train::first_steps;
 
 const BATCH: usize = 4;
@@ -93,7 +93,7 @@ fn wgpu_training_steps_match_cpu() {
     cfg.batch_size = BATCH;
     let mut images = ImageList::open(&faces_dir()).unwrap();
     images.truncate(2 * BATCH);
-    let faces = load_faces(&images, cfg.data.crop, cfg.data.filter).unwrap();
+    let faces = load_faces(&images, &Preprocess::resolve(&cfg, &images)).unwrap();
 
     let cpu = first_steps(&cfg, &faces, 2, &Resolved::Cpu);
     let gpu = first_steps(&cfg, &faces, 2, &resolved);

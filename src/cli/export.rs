@@ -60,7 +60,7 @@ pub(super) fn export_command(args: ExportArgs) -> Result<()> {
             torch_names::generator_tensors(&g)
         }
         Net::D => {
-            let template = cfg.discriminator.init::<Cpu>(0, &device);
+            let template = cfg.discriminator.init::<Cpu>(cfg.image_size, 0, &device);
             let d = run::load_module(template, &args.ckpt, &device).with_context(load)?;
             torch_names::discriminator_tensors(&d)
         }

@@ -6,8 +6,8 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::backend::{self, Autodiff, BackendChoice, Resolved};
-use crate::config::{EmaConfig, GanLoop, Preset, TrackConfig, TrainingConfig};
-use crate::data::{self, cache, Faces, ImageList, Split};
+use crate::config::{Crop, CropRule, EmaConfig, GanLoop, Preset, TrackConfig, TrainingConfig};
+use crate::data::{self, cache, Faces, ImageList, Preprocess, Split};
 use crate::run::{DataFingerprint, Manifest, RunDir};
 use crate::train::{self, interrupt, Outcome, Start};
 use crate::with_backend;
@@ -15,7 +15,7 @@ use crate::with_backend;
 /// Train G and D on face photos; checkpoints, losses and previews go to --out.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4\n  dcgan train --data faces/ --swd-every 1 --ema 0.999\n  dcgan train --data img_align_celeba.zip --split train\n  dcgan train --data faces/ --epochs 30 --resume\n  dcgan train --data faces/ --init-from g.safetensors --init-from d.safetensors\n\nCtrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and says how to resume."
+    after_help = "Examples:\n  dcgan train --data img_align_celeba --epochs 300\n  dcgan train --data faces/ --preset notebook --out run-notebook\n  dcgan train --data faces/ --config my.json --batch-size 64 --lr 1e-4\n  dcgan train --data faces/ --swd-every 1 --ema 0.999\n  dcgan train --data img_align_celeba.zip --split train\n  dcgan train --data my_pictures/ --crop center --image-size 128\n  dcgan train --data faces/ --epochs 30 --resume\n  dcgan train --data faces/ --init-from g.safetensors --init-from d.safetensors\n\nCtrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and says how to resume."
 )]
 pub struct TrainArgs {
     /// Folder of JPEG/PNG faces, searched recursively (e.g. img_align_celeba), or CelebA's
@@ -51,6 +51,14 @@ pub struct TrainArgs {
     /// Images per batch; the last partial batch of each epoch is dropped.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// What part of each picture becomes a face: CelebA's face box, the largest centred
+    /// square, or the whole picture (default: celeba when every image is CelebA's aligned
+    /// 178x218, else center).
+    #[arg(long, value_enum, value_name = "CROP")]
+    pub crop: Option<CropRule>,
+    /// Side of the generated faces in pixels: 32, 64 or 128 (default 64).
+    #[arg(long, value_name = "PIXELS")]
+    pub image_size: Option<usize>,
     /// Use only the first N images of the sorted listing.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -120,6 +128,12 @@ impl TrainArgs {
         if let Some(v) = self.limit {
             cfg.data.limit = Some(v);
         }
+        if let Some(v) = self.crop {
+            cfg.data.crop = Crop::Rule(v);
+        }
+        if let Some(v) = self.image_size {
+            cfg.image_size = v;
+        }
         if let Some(v) = self.lr {
             cfg.optimizer_g.lr = v;
             cfg.optimizer_d.lr = v;
@@ -163,6 +177,16 @@ impl TrainArgs {
             saved.track.as_ref().map(|t| t.every_epochs),
         )?;
         same("--ema", self.ema, saved.ema.map(|e| e.decay))?;
+        same("--image-size", self.image_size, Some(saved.image_size))?;
+        if let Some(rule) = self.crop.filter(|r| *r != CropRule::Auto) {
+            if !Crop::Rule(rule).same_as(&saved.data.crop) {
+                same(
+                    "--crop",
+                    Some(rule.name().to_string()),
+                    Some(saved.data.crop.describe()),
+                )?;
+            }
+        }
         if let Some(mut base) = self.base_config()? {
             // Every field a flag sets was checked above; the rest must match the file or preset.
             base.epochs = saved.epochs;
@@ -174,6 +198,13 @@ impl TrainArgs {
             base.gan_loop = saved.gan_loop;
             base.track = saved.track.clone();
             base.ema = saved.ema;
+            base.image_size = saved.image_size;
+            // `auto` became the crop the run chose; one named in the file must be that one.
+            if base.data.crop == Crop::Rule(CropRule::Auto)
+                || base.data.crop.same_as(&saved.data.crop)
+            {
+                base.data.crop = saved.data.crop;
+            }
             let flag = match (&self.config, self.preset) {
                 (Some(path), _) => format!("--config {}", path.display()),
                 (None, preset) => format!("--preset {}", preset.unwrap_or_default().name()),
@@ -307,12 +338,16 @@ pub(super) fn train_command(args: TrainArgs) -> Result<ExitCode> {
         partition.as_deref(),
         cfg.data.limit,
     )?;
-    data::check_crop_fits(&images, cfg.data.crop)?;
+    // The run records the crop `auto` chose, so a resume, `eval` and the cache use the same.
+    let prep = Preprocess::resolve(&cfg, &images);
+    let mut cfg = cfg;
+    cfg.data.crop = prep.crop;
+    data::check_crop_fits(&images, &prep)?;
     match &start {
         Start::Fresh(..) => run.prepare_new(args.force)?,
         Start::Resume(..) => run.prepare_dirs()?,
     }
-    let faces = decode(&args, &run, &images, &cfg, &resolved)?;
+    let faces = decode(&args, &run, &images, &prep, &resolved)?;
     let fingerprint = DataFingerprint {
         dir: std::path::absolute(&data).unwrap_or_else(|_| data.clone()),
         files: images.len(),
@@ -355,7 +390,7 @@ fn decode(
     args: &TrainArgs,
     run: &RunDir,
     images: &ImageList,
-    cfg: &TrainingConfig,
+    prep: &Preprocess,
     resolved: &Resolved,
 ) -> Result<Faces> {
     let t = std::time::Instant::now();
@@ -364,8 +399,7 @@ fn decode(
         (Some(dir), false) => Some(dir.clone()),
         (None, false) => Some(run.cache()),
     };
-    let (faces, cached) =
-        cache::load_or_decode(cache_dir.as_deref(), images, cfg.data.crop, cfg.data.filter)?;
+    let (faces, cached) = cache::load_or_decode(cache_dir.as_deref(), images, prep)?;
     eprintln!(
         "{} {} faces from {} files in {:.1}s ({} skipped); training on {}",
         if cached { "read cached" } else { "decoded" },

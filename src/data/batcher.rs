@@ -2,7 +2,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::{Faces, FACE_BYTES, SIZE};
+use super::{face_bytes, Faces};
 use crate::config::Normalization;
 
 /// Turns u8 faces into the float NCHW batch the networks eat.
@@ -16,11 +16,11 @@ impl FaceBatcher {
         Self { normalization }
     }
 
-    /// Normalised planar floats for the faces at `indices`: [N, 3, 64, 64] row-major.
+    /// Normalised planar floats for the faces at `indices`: [N, 3, side, side] row-major.
     pub fn floats(&self, faces: &Faces, indices: &[usize]) -> Vec<f32> {
-        let plane = SIZE * SIZE;
-        let mut out = vec![0f32; indices.len() * FACE_BYTES];
-        out.par_chunks_mut(FACE_BYTES)
+        let (plane, n) = (faces.side() * faces.side(), face_bytes(faces.side()));
+        let mut out = vec![0f32; indices.len() * n];
+        out.par_chunks_mut(n)
             .zip(indices.par_iter())
             .for_each(|(dst, &i)| {
                 let src = faces.face(i);
@@ -49,7 +49,8 @@ impl FaceBatcher {
         indices: &[usize],
         device: &B::Device,
     ) -> Tensor<B, 4> {
-        let data = TensorData::new(self.floats(faces, indices), [indices.len(), 3, SIZE, SIZE]);
+        let s = faces.side();
+        let data = TensorData::new(self.floats(faces, indices), [indices.len(), 3, s, s]);
         Tensor::from_data(data, device)
     }
 }
@@ -58,12 +59,15 @@ impl FaceBatcher {
 mod tests {
     use super::*;
 
+    const SIZE: usize = 64;
+    const FACE_BYTES: usize = SIZE * SIZE * 3;
+
     #[test]
     fn normalisations() {
         let mut face = vec![100u8; FACE_BYTES];
         face[0] = 55; // min of the image (red channel of pixel 0)
         face[FACE_BYTES - 1] = 255; // blue of the last pixel
-        let faces = Faces::from_pixels(face);
+        let faces = Faces::from_pixels(face, SIZE);
         let plane = SIZE * SIZE;
         let f = |n| FaceBatcher::new(n).floats(&faces, &[0]);
 
@@ -82,7 +86,7 @@ mod tests {
         // Planar layout: green of pixel 0 sits one plane after red of pixel 0.
         assert!((unit[plane] - 100.0 / 255.0).abs() < 1e-6);
 
-        let white = Faces::from_pixels(vec![255u8; FACE_BYTES]);
+        let white = Faces::from_pixels(vec![255u8; FACE_BYTES], SIZE);
         let v = FaceBatcher::new(Normalization::Notebook).floats(&white, &[0]);
         assert!(v.iter().all(|x| *x == 0.0));
     }

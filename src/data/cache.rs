@@ -1,8 +1,8 @@
 //! Preprocessed faces on disk, so a second run on the same photos starts without decoding.
 //!
-//! A cache file holds the 64x64 u8 faces exactly as [`data::load_faces`] made them, plus the
-//! list of skipped files. Its name is a hash of everything the faces depend on: each file's
-//! path, size and modification time, the crop box and the resize filter. Change any of those
+//! A cache file holds the u8 faces exactly as [`data::load_faces`] made them, plus the list of
+//! skipped files. Its name is a hash of everything the faces depend on: each file's path, size
+//! and modification time, the crop, the resize filter and the faces' size. Change any of those
 //! and the name changes, so a stale cache is never read; it is simply not found.
 
 use std::fs::File;
@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{Faces, ImageList, FACE_BYTES};
-use crate::config::{CropBox, ResizeFilter};
+use super::{Faces, ImageList, Preprocess};
 use crate::run;
 
 const MAGIC: &[u8; 8] = b"DCGANFC1";
@@ -22,6 +21,7 @@ const MAGIC: &[u8; 8] = b"DCGANFC1";
 pub struct CacheKey {
     hash: u64,
     files: usize,
+    side: usize,
 }
 
 /// FNV-1a: stable across Rust releases (std's hasher is not), fast enough for 200k paths.
@@ -38,14 +38,26 @@ impl Fnv {
 
 impl CacheKey {
     /// Reads every file's size and modification time (one `stat` each, no decoding).
-    pub fn new(images: &ImageList, crop: CropBox, filter: ResizeFilter) -> Result<Self> {
+    pub fn new(images: &ImageList, prep: &Preprocess) -> Result<Self> {
         let mut h = Fnv(0xcbf2_9ce4_8422_2325);
         h.write(MAGIC);
-        h.write(format!("{crop:?} {filter:?}").as_bytes());
+        // 64-pixel faces keep the key they had before the size was part of it.
+        let size = match prep.size {
+            64 => String::new(),
+            s => format!(" {s}"),
+        };
+        // A named crop keys as its box where it is one, so `celeba` shares the cache of the
+        // box it names.
+        let crop = match prep.fixed_box() {
+            Some(b) => format!("{b:?}"),
+            None => format!("{:?}", prep.crop),
+        };
+        h.write(format!("{crop} {:?}{size}", prep.filter).as_bytes());
         images.stamp(&mut |bytes| h.write(bytes));
         Ok(Self {
             hash: h.0,
             files: images.len(),
+            side: prep.size,
         })
     }
 
@@ -89,7 +101,7 @@ fn read(file: File, key: &CacheKey) -> std::io::Result<Faces> {
         return Err(bad("more faces than files"));
     }
     // Read straight into the one buffer training uses: peak memory stays at one copy.
-    let mut pixels = vec![0u8; faces * FACE_BYTES];
+    let mut pixels = vec![0u8; faces * super::face_bytes(key.side)];
     r.read_exact(&mut pixels)?;
     let mut skipped = vec![0u8; skipped_len];
     r.read_exact(&mut skipped)?;
@@ -104,7 +116,7 @@ fn read(file: File, key: &CacheKey) -> std::io::Result<Faces> {
     }
     let skipped: Vec<(String, String)> =
         serde_json::from_slice(&skipped).map_err(|_| bad("damaged skipped-file list"))?;
-    let mut out = Faces::from_pixels(pixels);
+    let mut out = Faces::from_pixels(pixels, key.side);
     out.skipped = skipped
         .into_iter()
         .map(|(p, why)| (PathBuf::from(p), why))
@@ -145,17 +157,16 @@ pub fn store(dir: &Path, key: &CacheKey, faces: &Faces) -> Result<()> {
 pub fn load_or_decode(
     dir: Option<&Path>,
     images: &ImageList,
-    crop: CropBox,
-    filter: ResizeFilter,
+    prep: &Preprocess,
 ) -> Result<(Faces, bool)> {
     let Some(dir) = dir else {
-        return Ok((super::load_faces(images, crop, filter)?, false));
+        return Ok((super::load_faces(images, prep)?, false));
     };
-    let key = CacheKey::new(images, crop, filter)?;
+    let key = CacheKey::new(images, prep)?;
     if let Some(faces) = load(dir, &key)? {
         return Ok((faces, true));
     }
-    let faces = super::load_faces(images, crop, filter)?;
+    let faces = super::load_faces(images, prep)?;
     if let Err(e) = store(dir, &key, &faces) {
         eprintln!("warning: could not cache the decoded faces ({e:#}); the next run decodes again");
     }
@@ -165,9 +176,16 @@ pub fn load_or_decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Crop, CropBox, CropRule, ResizeFilter};
+
+    const FACE_BYTES: usize = 64 * 64 * 3;
+
+    fn prep(crop: Crop, filter: ResizeFilter, size: usize) -> Preprocess {
+        Preprocess { crop, filter, size }
+    }
 
     fn faces(n: usize) -> Faces {
-        let mut f = Faces::from_pixels((0..n * FACE_BYTES).map(|i| (i % 253) as u8).collect());
+        let mut f = Faces::from_pixels((0..n * FACE_BYTES).map(|i| (i % 253) as u8).collect(), 64);
         f.skipped = vec![(PathBuf::from("bad.jpg"), "truncated JPEG".into())];
         f
     }
@@ -183,14 +201,10 @@ mod tests {
                 p
             })
             .collect();
-        let crop = CropBox {
-            left: 30,
-            top: 55,
-            right: 150,
-            bottom: 175,
-        };
+        let crop = Crop::Box(Crop::CELEBA_BOX);
+        let bicubic = prep(crop, ResizeFilter::Bicubic, 64);
         let list = |files: &[PathBuf]| ImageList::files(&tmp, files.to_vec());
-        let key = CacheKey::new(&list(&files), crop, ResizeFilter::Bicubic).unwrap();
+        let key = CacheKey::new(&list(&files), &bicubic).unwrap();
         let cache = tmp.join("cache");
         assert!(load(&cache, &key).unwrap().is_none());
         store(&cache, &key, &faces(2)).unwrap();
@@ -198,25 +212,27 @@ mod tests {
         assert_eq!(back.pixels(), faces(2).pixels());
         assert_eq!(back.skipped, faces(2).skipped);
 
-        // Another filter, crop, file size or file list: another key.
+        // `celeba` names the same box, so it shares the cache.
+        let celeba = prep(Crop::Rule(CropRule::Celeba), ResizeFilter::Bicubic, 64);
+        assert_eq!(CacheKey::new(&list(&files), &celeba).unwrap(), key);
+        // Another filter, crop, size, file size or file list: another key.
+        let moved = Crop::Box(CropBox {
+            left: 31,
+            ..Crop::CELEBA_BOX
+        });
         let other = [
-            CacheKey::new(&list(&files), crop, ResizeFilter::Bilinear).unwrap(),
-            CacheKey::new(
-                &list(&files),
-                CropBox { left: 31, ..crop },
-                ResizeFilter::Bicubic,
-            )
-            .unwrap(),
-            CacheKey::new(&list(&files[..2]), crop, ResizeFilter::Bicubic).unwrap(),
+            prep(crop, ResizeFilter::Bilinear, 64),
+            prep(moved, ResizeFilter::Bicubic, 64),
+            prep(Crop::Rule(CropRule::Center), ResizeFilter::Bicubic, 64),
+            prep(Crop::Rule(CropRule::Whole), ResizeFilter::Bicubic, 64),
+            prep(crop, ResizeFilter::Bicubic, 128),
         ];
-        for k in other {
-            assert_ne!(k, key);
+        for p in other {
+            assert_ne!(CacheKey::new(&list(&files), &p).unwrap(), key, "{p:?}");
         }
+        assert_ne!(CacheKey::new(&list(&files[..2]), &bicubic).unwrap(), key);
         std::fs::write(&files[1], [9u8; 11]).unwrap();
-        assert_ne!(
-            CacheKey::new(&list(&files), crop, ResizeFilter::Bicubic).unwrap(),
-            key
-        );
+        assert_ne!(CacheKey::new(&list(&files), &bicubic).unwrap(), key);
 
         // A damaged cache is ignored, not trusted.
         let path = key.path(&cache);

@@ -1,3 +1,6 @@
+//! Photos to faces: decoding JPEG/PNG bytes of any colour type to RGB, then cutting and
+//! resizing each as the run's [`Preprocess`] says.
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -7,9 +10,9 @@ use anyhow::{bail, Result};
 use image::{ImageFormat, ImageReader, Limits, RgbImage};
 use rayon::prelude::*;
 
+use super::crop::Preprocess;
 use super::resize::Resampler;
-use super::{Faces, FACE_BYTES, SIZE};
-use crate::config::{CropBox, ResizeFilter};
+use super::Faces;
 use crate::progress;
 
 /// Larger than any photo a face set holds; a header claiming more is refused before decoding.
@@ -19,19 +22,20 @@ const MAX_WARNINGS: usize = 10;
 
 /// Decodes `images` on all cores. Unusable files are skipped with a warning (the first ten
 /// named, then a count); it is an error only if no file at all is usable.
-pub fn load_faces(images: &ImageList, crop: CropBox, filter: ResizeFilter) -> Result<Faces> {
+pub fn load_faces(images: &ImageList, prep: &Preprocess) -> Result<Faces> {
     let bar = progress::bar(images.len() as u64, "decoding");
     // One buffer for all faces, filled in place, then compacted over the failures: peak
     // memory stays at one u8 copy of the set.
-    let mut pixels = vec![0u8; images.len() * FACE_BYTES];
-    let resampler = Resampler::new(crop, filter, SIZE, SIZE);
+    let face_bytes = prep.face_bytes();
+    let mut pixels = vec![0u8; images.len() * face_bytes];
+    let resizer = Resizer::new(prep);
     let results: Vec<Result<(), String>> = pixels
-        .par_chunks_mut(FACE_BYTES)
+        .par_chunks_mut(face_bytes)
         .enumerate()
         .map(|(i, out)| {
             let r = images
                 .read(i)
-                .and_then(|bytes| decode_face(bytes, crop, &resampler, out));
+                .and_then(|bytes| decode_face(bytes, &resizer, out));
             bar.inc(1);
             r
         })
@@ -44,7 +48,7 @@ pub fn load_faces(images: &ImageList, crop: CropBox, filter: ResizeFilter) -> Re
         match r {
             Ok(()) => {
                 if kept != i {
-                    pixels.copy_within(i * FACE_BYTES..(i + 1) * FACE_BYTES, kept * FACE_BYTES);
+                    pixels.copy_within(i * face_bytes..(i + 1) * face_bytes, kept * face_bytes);
                 }
                 kept += 1;
             }
@@ -62,29 +66,60 @@ pub fn load_faces(images: &ImageList, crop: CropBox, filter: ResizeFilter) -> Re
             skipped.len() - MAX_WARNINGS
         );
     }
-    pixels.truncate(kept * FACE_BYTES);
+    pixels.truncate(kept * face_bytes);
     pixels.shrink_to_fit();
     if kept == 0 {
         bail!(
             "none of the {} image files under {} could be used (see the warnings above); \
-             dcgan needs RGB or grayscale JPEG/PNG photos at least as large as the crop box",
+             dcgan needs JPEG/PNG pictures large enough for the crop ({})",
             images.len(),
-            images.root().display()
+            images.root().display(),
+            prep.crop.describe()
         );
     }
-    Ok(Faces { pixels, skipped })
+    Ok(Faces {
+        pixels,
+        side: prep.size,
+        skipped,
+    })
 }
 
-/// One file to one 64x64 RGB face, or a one-line reason it cannot be used.
-pub fn load_face(path: &Path, crop: CropBox, filter: ResizeFilter) -> Result<Vec<u8>, String> {
-    let mut face = vec![0u8; FACE_BYTES];
-    decode_face(
-        read_image_file(path)?,
-        crop,
-        &Resampler::new(crop, filter, SIZE, SIZE),
-        &mut face,
-    )?;
+/// One file to one RGB face, or a one-line reason it cannot be used.
+pub fn load_face(path: &Path, prep: &Preprocess) -> Result<Vec<u8>, String> {
+    let mut face = vec![0u8; prep.face_bytes()];
+    decode_face(read_image_file(path)?, &Resizer::new(prep), &mut face)?;
     Ok(face)
+}
+
+/// Cuts and resizes a decoded picture: one precomputed [`Resampler`] when every picture is cut
+/// with the same box, else one per picture (its coefficients take microseconds).
+struct Resizer {
+    prep: Preprocess,
+    fixed: Option<Resampler>,
+}
+
+impl Resizer {
+    fn new(prep: &Preprocess) -> Self {
+        let fixed = prep
+            .fixed_box()
+            .map(|b| Resampler::new(b, prep.filter, prep.size, prep.size));
+        Self { prep: *prep, fixed }
+    }
+
+    fn apply(&self, img: &RgbImage, out: &mut [u8]) -> Result<(), String> {
+        let (w, h, size) = (img.width(), img.height(), self.prep.size);
+        let cut = self.prep.crop.box_for(w, h, size)?;
+        let own;
+        let resampler = match &self.fixed {
+            Some(r) => r,
+            None => {
+                own = Resampler::new(cut, self.prep.filter, size, size);
+                &own
+            }
+        };
+        resampler.apply(img.as_raw(), w as usize, h as usize, out);
+        Ok(())
+    }
 }
 
 /// An image file's bytes, refusing one too large to be a face photo before reading it.
@@ -99,12 +134,7 @@ pub(super) fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// One image's bytes to one face in `out`, with the resize coefficients computed once per load.
-fn decode_face(
-    bytes: Vec<u8>,
-    crop: CropBox,
-    resampler: &Resampler,
-    out: &mut [u8],
-) -> Result<(), String> {
+fn decode_face(bytes: Vec<u8>, resizer: &Resizer, out: &mut [u8]) -> Result<(), String> {
     if bytes.is_empty() {
         return Err("empty file (0 bytes)".into());
     }
@@ -126,59 +156,30 @@ fn decode_face(
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
-    resize_into(&img.into_rgb8(), crop, resampler, out)
+    // Grayscale, palette, alpha and 16-bit pictures all become 8-bit RGB (alpha dropped).
+    resizer.apply(&img.into_rgb8(), out)
 }
 
-/// Pillow's `img.crop(box).resize((64, 64))`, pixel for pixel (see `resize.rs`).
-pub fn face_from_rgb(
-    img: &RgbImage,
-    crop: CropBox,
-    filter: ResizeFilter,
-) -> Result<Vec<u8>, String> {
-    let mut face = vec![0u8; FACE_BYTES];
-    resize_into(
-        img,
-        crop,
-        &Resampler::new(crop, filter, SIZE, SIZE),
-        &mut face,
-    )?;
+/// Pillow's `img.crop(box).resize((size, size))`, pixel for pixel (see `resize.rs`).
+pub fn face_from_rgb(img: &RgbImage, prep: &Preprocess) -> Result<Vec<u8>, String> {
+    let mut face = vec![0u8; prep.face_bytes()];
+    Resizer::new(prep).apply(img, &mut face)?;
     Ok(face)
-}
-
-fn resize_into(
-    img: &RgbImage,
-    crop: CropBox,
-    resampler: &Resampler,
-    out: &mut [u8],
-) -> Result<(), String> {
-    if img.width() < crop.right || img.height() < crop.bottom {
-        return Err(format!(
-            "image is {}x{}, smaller than the crop box (right {}, bottom {})",
-            img.width(),
-            img.height(),
-            crop.right,
-            crop.bottom
-        ));
-    }
-    resampler.apply(
-        img.as_raw(),
-        img.width() as usize,
-        img.height() as usize,
-        out,
-    );
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn box_120() -> CropBox {
-        CropBox {
-            left: 30,
-            top: 55,
-            right: 150,
-            bottom: 175,
+    use crate::config::{Crop, CropRule, ResizeFilter};
+
+    const SIZE: usize = 64;
+
+    fn box_120() -> Preprocess {
+        Preprocess {
+            crop: Crop::Rule(CropRule::Celeba),
+            filter: ResizeFilter::Bicubic,
+            size: SIZE,
         }
     }
 
@@ -198,8 +199,8 @@ mod tests {
                 image::Rgb([20, 40, 60])
             }
         });
-        let face = face_from_rgb(&img, box_120(), ResizeFilter::Bicubic).unwrap();
-        assert_eq!(face.len(), FACE_BYTES);
+        let face = face_from_rgb(&img, &box_120()).unwrap();
+        assert_eq!(face.len(), SIZE * SIZE * 3);
         let px = |x: usize, y: usize| &face[(y * SIZE + x) * 3..(y * SIZE + x) * 3 + 3];
         // Corners come from the box's corners; no blue from outside it.
         assert_eq!(px(0, 0), [200, 100, 50]);
@@ -218,7 +219,7 @@ mod tests {
     #[test]
     fn image_smaller_than_box_is_refused() {
         let img = RgbImage::new(100, 100);
-        let err = face_from_rgb(&img, box_120(), ResizeFilter::Bicubic).unwrap_err();
-        assert!(err.contains("100x100") && err.contains("crop box"), "{err}");
+        let err = face_from_rgb(&img, &box_120()).unwrap_err();
+        assert!(err.contains("100x100") && err.contains("face box"), "{err}");
     }
 }

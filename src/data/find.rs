@@ -2,12 +2,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use image::ImageReader;
-use std::io::Cursor;
 
+use super::crop::Preprocess;
 use super::source::ImageList;
-
-use crate::config::CropBox;
 
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
@@ -72,31 +69,21 @@ pub(super) fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-/// Refuses a crop box that lies outside the images before any decoding: the first few
-/// readable images' headers say how large the photos are.
-pub fn check_crop_fits(images: &ImageList, crop: CropBox) -> Result<()> {
+/// Refuses a crop that none of the first few readable images can give before any decoding:
+/// their headers say how large the pictures are.
+pub fn check_crop_fits(images: &ImageList, prep: &Preprocess) -> Result<()> {
     let sizes: Vec<(usize, (u32, u32))> = (0..images.len())
-        .filter_map(|i| {
-            let bytes = images.read(i).ok()?;
-            let reader = ImageReader::new(Cursor::new(bytes))
-                .with_guessed_format()
-                .ok()?;
-            Some((i, reader.into_dimensions().ok()?))
-        })
+        .filter_map(|i| Some((i, images.dimensions(i).ok()?)))
         .take(5)
         .collect();
-    if let Some((first, (w, h))) = sizes.first() {
-        if sizes
-            .iter()
-            .all(|(_, (w, h))| crop.right > *w || crop.bottom > *h)
-        {
+    let fits = |(w, h): (u32, u32)| prep.crop.box_for(w, h, prep.size);
+    if let Some((first, size)) = sizes.first() {
+        if sizes.iter().all(|(_, s)| fits(*s).is_err()) {
+            let why = fits(*size).unwrap_err();
             bail!(
-                "the crop box (left {}, top {}, right {}, bottom {}) lies outside the images: {} is {w}x{h}\n  \
-                 set data.crop in the config to a box inside the photos (CelebA's are 178x218)",
-                crop.left,
-                crop.top,
-                crop.right,
-                crop.bottom,
+                "the crop ({}) does not fit the pictures: {}: {why}\n  \
+                 choose another with --crop (center or none), or set data.crop in the config",
+                prep.crop.describe(),
                 images.label(*first)
             );
         }

@@ -1,10 +1,12 @@
 //! Finding, decoding and batching the faces.
 //!
-//! Every face is decoded once, cropped to the face box, resized to 64x64 and kept as RGB u8
-//! in one contiguous buffer (12,288 bytes a face); floats exist only one batch at a time.
+//! Every face is decoded once, cropped (the face box, a centred square or the whole picture),
+//! resized to the run's size (64x64: 12,288 bytes a face) and kept as RGB u8 in one
+//! contiguous buffer; floats exist only one batch at a time.
 
 mod batcher;
 pub mod cache;
+mod crop;
 mod decode;
 mod find;
 mod grid;
@@ -14,40 +16,50 @@ mod source;
 pub mod zip;
 
 pub use batcher::FaceBatcher;
+pub use crop::{choose_crop, CropChoice, Preprocess, CELEBA_SIZE};
 pub use decode::{face_from_rgb, load_face, load_faces};
 pub use find::{check_crop_fits, find_images, list_crc32};
-pub use grid::{to_faces, write_grid, write_png};
+pub use grid::{encode_png, grid, to_faces, write_grid, write_png};
 pub use partition::Split;
 pub use source::ImageList;
 
 use std::path::PathBuf;
 
-pub const SIZE: usize = 64;
-pub const FACE_BYTES: usize = SIZE * SIZE * 3;
+/// Bytes of one `side` x `side` RGB face.
+pub fn face_bytes(side: usize) -> usize {
+    side * side * 3
+}
 
-/// Decoded faces, `len()` of them, each `FACE_BYTES` of row-major RGB.
+/// Decoded faces, `len()` of them, each `side` x `side` of row-major RGB.
 pub struct Faces {
     pixels: Vec<u8>,
+    side: usize,
     /// Files that could not be used, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
 }
 
 impl Faces {
-    pub fn from_pixels(pixels: Vec<u8>) -> Self {
-        assert_eq!(pixels.len() % FACE_BYTES, 0);
+    pub fn from_pixels(pixels: Vec<u8>, side: usize) -> Self {
+        assert_eq!(pixels.len() % face_bytes(side), 0);
         Self {
             pixels,
+            side,
             skipped: Vec::new(),
         }
     }
     pub fn len(&self) -> usize {
-        self.pixels.len() / FACE_BYTES
+        self.pixels.len() / face_bytes(self.side)
     }
     pub fn is_empty(&self) -> bool {
         self.pixels.is_empty()
     }
+    /// The faces' width and height in pixels.
+    pub fn side(&self) -> usize {
+        self.side
+    }
     pub fn face(&self, i: usize) -> &[u8] {
-        &self.pixels[i * FACE_BYTES..(i + 1) * FACE_BYTES]
+        let n = face_bytes(self.side);
+        &self.pixels[i * n..(i + 1) * n]
     }
     pub fn pixels(&self) -> &[u8] {
         &self.pixels

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use anyhow::{bail, Context, Result};
+use image::ImageReader;
 
 use super::decode::read_image_file;
 use super::find::{find_images, has_image_extension};
@@ -124,6 +125,19 @@ impl ImageList {
             Source::Dir(_) => read_image_file(&self.names[i]),
             Source::Zip(zip) => zip.read(&zip.entries()[self.entries[i]]),
         }
+    }
+
+    /// Image `i`'s width and height from its header: a file is read only that far.
+    pub fn dimensions(&self, i: usize) -> Result<(u32, u32), String> {
+        let reader = match &self.source {
+            Source::Dir(_) => {
+                let file = std::fs::File::open(&self.names[i]).map_err(|e| e.to_string())?;
+                let reader = ImageReader::new(std::io::BufReader::new(file));
+                return header_size(reader.with_guessed_format());
+            }
+            Source::Zip(zip) => zip.read(&zip.entries()[self.entries[i]])?,
+        };
+        header_size(ImageReader::new(std::io::Cursor::new(reader)).with_guessed_format())
     }
 
     /// How to name image `i` in a message: its path, or `archive.zip:member`.
@@ -276,6 +290,13 @@ impl ImageList {
     }
 }
 
+fn header_size<R: std::io::BufRead + std::io::Seek>(
+    reader: std::io::Result<ImageReader<R>>,
+) -> Result<(u32, u32), String> {
+    let reader = reader.map_err(|e| e.to_string())?;
+    reader.into_dimensions().map_err(|e| e.to_string())
+}
+
 fn has_zip_extension(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
@@ -284,19 +305,24 @@ fn has_zip_extension(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Preset, TrainingConfig};
-    use crate::data::load_faces;
+    use crate::config::{Crop, CropRule, ResizeFilter};
     use crate::data::zip::testzip::{write_zip, TempFile, ZipOpts};
+    use crate::data::{load_faces, Preprocess};
 
     fn faces_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/faces")
     }
 
-    fn pixels(images: &ImageList, cfg: &TrainingConfig) -> Vec<u8> {
-        load_faces(images, cfg.data.crop, cfg.data.filter)
-            .unwrap()
-            .pixels()
-            .to_vec()
+    fn prep() -> Preprocess {
+        Preprocess {
+            crop: Crop::Rule(CropRule::Celeba),
+            filter: ResizeFilter::Bicubic,
+            size: 64,
+        }
+    }
+
+    fn pixels(images: &ImageList) -> Vec<u8> {
+        load_faces(images, &prep()).unwrap().pixels().to_vec()
     }
 
     /// The committed faces as zip members under `prefix`, in a shuffled order.
@@ -323,10 +349,9 @@ mod tests {
 
     #[test]
     fn a_zip_gives_the_faces_of_its_unpacked_folder_byte_for_byte() {
-        let cfg = Preset::Dcgan.config();
         let folder = ImageList::open(&faces_dir()).unwrap();
-        let expected = pixels(&folder, &cfg);
-        assert_eq!(expected.len(), 300 * crate::data::FACE_BYTES);
+        let expected = pixels(&folder);
+        assert_eq!(expected.len(), 300 * crate::data::face_bytes(64));
         // The official archive's layout, and Kaggle's (nested folder, streamed, ZIP64).
         let layouts = [
             ("img_align_celeba/", ZipOpts::default()),
@@ -344,13 +369,12 @@ mod tests {
             zip_of(&tmp, &members(prefix, 300), opts);
             let zipped = ImageList::open(tmp.path()).unwrap();
             assert_eq!(zipped.len(), 300);
-            assert_eq!(pixels(&zipped, &cfg), expected, "{prefix} {opts:?}");
+            assert_eq!(pixels(&zipped), expected, "{prefix} {opts:?}");
         }
     }
 
     #[test]
     fn a_damaged_member_is_skipped_and_named() {
-        let cfg = Preset::Dcgan.config();
         let m = members("img/", 6);
         let tmp = TempFile::new("damaged.zip");
         zip_of(&tmp, &m, ZipOpts::default());
@@ -363,12 +387,7 @@ mod tests {
             .unwrap();
         archive[at] ^= 0x55;
         std::fs::write(tmp.path(), archive).unwrap();
-        let faces = load_faces(
-            &ImageList::open(tmp.path()).unwrap(),
-            cfg.data.crop,
-            cfg.data.filter,
-        )
-        .unwrap();
+        let faces = load_faces(&ImageList::open(tmp.path()).unwrap(), &prep()).unwrap();
         assert_eq!(faces.len(), 5);
         let (label, reason) = &faces.skipped[0];
         let label = label.display().to_string();

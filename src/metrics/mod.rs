@@ -24,7 +24,6 @@ pub fn median(xs: &[f64]) -> f64 {
 /// order), cropped and resized as the trainer does: what the metrics' tests score.
 #[cfg(test)]
 pub(crate) fn test_faces(r: std::ops::Range<usize>) -> &'static [u8] {
-    use crate::data::FACE_BYTES as FACE;
     use rayon::prelude::*;
     use std::sync::OnceLock;
 
@@ -37,16 +36,16 @@ pub(crate) fn test_faces(r: std::ops::Range<usize>) -> &'static [u8] {
             .collect();
         files.sort();
         assert_eq!(files.len(), 300, "expected 300 faces in {dir}");
-        let crop = crate::config::TrainingConfig::preset("dcgan")
-            .unwrap()
-            .data
-            .crop;
-        let face = |p: &std::path::PathBuf| {
-            crate::data::load_face(p, crop, crate::config::ResizeFilter::Bicubic).unwrap()
+        let prep = crate::data::Preprocess {
+            crop: crate::config::Crop::Rule(crate::config::CropRule::Celeba),
+            filter: crate::config::ResizeFilter::Bicubic,
+            size: 64,
         };
+        let face = |p: &std::path::PathBuf| crate::data::load_face(p, &prep).unwrap();
         files.par_iter().flat_map_iter(face).collect()
     });
-    &all[r.start * FACE..r.end * FACE]
+    let face = crate::data::face_bytes(64);
+    &all[r.start * face..r.end * face]
 }
 
 #[cfg(test)]

@@ -1,14 +1,13 @@
 //! The sliced Wasserstein distance (SWD) of Karras et al. 2018, "Progressive Growing of GANs",
-//! after their `metrics/sliced_wasserstein.py`, on 64x64 RGB faces (row-major HWC u8, packed
-//! back to back).
+//! after their `metrics/sliced_wasserstein.py`, on square RGB faces (row-major HWC u8, packed
+//! back to back): levels from the faces' side down to 16 pixels.
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rayon::prelude::*;
 
-use crate::data::{FACE_BYTES as FACE, SIZE as SIDE};
+use crate::data::face_bytes;
 use crate::rng::{mix64, standard_normal_f64};
 
-const PIXELS: usize = SIDE * SIDE;
 /// The 1-D factor of Karras's 5x5 Gaussian ([1,4,6,4,1] outer itself, / 256).
 const TAPS: [f32; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
 /// Directions (or training faces) handled together in one pass over the rows.
@@ -38,7 +37,7 @@ impl Default for SwdConfig {
     }
 }
 
-/// SWD x 1e3 per level (64: finest Laplacian band ... 16: coarsest, the Gaussian level itself)
+/// SWD x 1e3 per level (e.g. 64: finest Laplacian band ... 16: coarsest, the Gaussian level itself)
 /// and their mean, as Karras prints them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SwdReport {
@@ -51,24 +50,25 @@ pub struct SwdReport {
 /// level, face), directions from one per (seed, level). As in `finalize_descriptors`,
 /// each set's descriptors are normalised with that set's own per-channel mean and std; if the
 /// sets differ in size, the larger's descriptors are then subsampled to the smaller count.
-pub fn swd(a: &[u8], b: &[u8], cfg: &SwdConfig, seed: u64) -> SwdReport {
-    let ok = |x: &[u8]| !x.is_empty() && x.len().is_multiple_of(FACE);
+/// `side` is the faces' width and height.
+pub fn swd(a: &[u8], b: &[u8], side: usize, cfg: &SwdConfig, seed: u64) -> SwdReport {
+    let ok = |x: &[u8]| !x.is_empty() && x.len().is_multiple_of(face_bytes(side));
     assert!(ok(a) && ok(b), "swd takes 1+ faces per set");
-    let sizes = cfg.patch % 2 == 1 && cfg.patch <= cfg.min_resolution && cfg.min_resolution <= SIDE;
+    let sizes = cfg.patch % 2 == 1 && cfg.patch <= cfg.min_resolution && cfg.min_resolution <= side;
     let counts = cfg.descriptors_per_image * cfg.directions * cfg.repeats > 0;
     assert!(
         sizes && counts,
-        "odd patch <= min_resolution <= 64, counts > 0"
+        "odd patch <= min_resolution <= side, counts > 0"
     );
-    let res: Vec<usize> = std::iter::successors(Some(SIDE), |r| Some(r / 2))
+    let res: Vec<usize> = std::iter::successors(Some(side), |r| Some(r / 2))
         .take_while(|&r| r >= cfg.min_resolution)
         .collect();
     let dim = 3 * cfg.patch * cfg.patch;
     let mut levels = vec![];
     for (l, &r) in res.iter().enumerate() {
         let top = res.len().min(l + 2); // levels past l + 1 do not change level l
-        let da = descriptors(a, (l, top), cfg, [seed, 0]);
-        let db = descriptors(b, (l, top), cfg, [seed, 1]);
+        let da = descriptors(a, side, (l, top), cfg, [seed, 0]);
+        let db = descriptors(b, side, (l, top), cfg, [seed, 1]);
         let (keep, mut rng) = (da.len().min(db.len()) / dim, stream(seed, &[3, l as u64]));
         let da = subsample(da, dim, keep, &mut rng);
         let db = subsample(db, dim, keep, &mut rng);
@@ -112,9 +112,10 @@ fn blur(p: &[f32], s: usize, gain: f32) -> Vec<f32> {
 
 /// Karras's `generate_laplacian_pyramid` of one face: CHW levels of [0, 255]-scale floats,
 /// finest first; each but the last is image - pyr_up(pyr_down(image)).
-fn laplacian_pyramid(face: &[u8], levels: usize) -> Vec<Vec<f32>> {
-    let chw = (0..FACE).map(|i| face[(i % PIXELS) * 3 + i / PIXELS] as f32);
-    let (mut pyr, mut s) = (vec![chw.collect::<Vec<f32>>()], SIDE);
+fn laplacian_pyramid(face: &[u8], side: usize, levels: usize) -> Vec<Vec<f32>> {
+    let pixels = side * side;
+    let chw = (0..face.len()).map(|i| face[(i % pixels) * 3 + i / pixels] as f32);
+    let (mut pyr, mut s) = (vec![chw.collect::<Vec<f32>>()], side);
     for _ in 1..levels {
         let (h, mut down) = (s / 2, vec![]);
         for plane in pyr.last_mut().unwrap().chunks_mut(s * s) {
@@ -135,13 +136,20 @@ fn laplacian_pyramid(face: &[u8], levels: usize) -> Vec<Vec<f32>> {
 
 /// Karras's `get_descriptors_for_minibatch` (random patches of level `lvl.0` of pyramids
 /// `lvl.1` deep) then `finalize_descriptors`.
-fn descriptors(faces: &[u8], lvl: (usize, usize), cfg: &SwdConfig, seed: [u64; 2]) -> Vec<f32> {
-    let (p, s, pp) = (cfg.patch, SIDE >> lvl.0, cfg.patch * cfg.patch);
+fn descriptors(
+    faces: &[u8],
+    side: usize,
+    lvl: (usize, usize),
+    cfg: &SwdConfig,
+    seed: [u64; 2],
+) -> Vec<f32> {
+    let (p, s, pp) = (cfg.patch, side >> lvl.0, cfg.patch * cfg.patch);
     let per_face = cfg.descriptors_per_image * 3 * pp;
-    let mut out = vec![0.0f32; faces.len() / FACE * per_face];
-    let jobs = out.par_chunks_mut(per_face).zip(faces.par_chunks(FACE));
+    let face = face_bytes(side);
+    let mut out = vec![0.0f32; faces.len() / face * per_face];
+    let jobs = out.par_chunks_mut(per_face).zip(faces.par_chunks(face));
     jobs.enumerate().for_each(|(i, (out, face))| {
-        let level = &laplacian_pyramid(face, lvl.1)[lvl.0];
+        let level = &laplacian_pyramid(face, side, lvl.1)[lvl.0];
         let mut rng = stream(seed[0], &[seed[1], lvl.0 as u64, i as u64]);
         for d in out.chunks_mut(3 * pp) {
             let (y, x) = (rng.random_range(0..=s - p), rng.random_range(0..=s - p));
@@ -276,6 +284,9 @@ mod tests {
     use super::*;
     use crate::metrics::test_faces as faces;
 
+    const SIDE: usize = 64;
+    const FACE: usize = SIDE * SIDE * 3;
+
     /// Karras's descriptors, but 32 directions once: 1/16 of the projecting and sorting.
     fn quick(descriptors_per_image: usize) -> SwdConfig {
         SwdConfig {
@@ -299,7 +310,7 @@ mod tests {
         let blurred: Vec<u8> = b.chunks(FACE).flat_map(blur).collect();
         let mut rng = StdRng::seed_from_u64(5);
         let noise: Vec<u8> = (0..b.len()).map(|_| rng.random()).collect();
-        let [real, blur, noise] = [b, &blurred, &noise].map(|x| swd(a, x, &quick(128), 1));
+        let [real, blur, noise] = [b, &blurred, &noise].map(|x| swd(a, x, SIDE, &quick(128), 1));
         eprintln!("real {real:?}\nblurred {blur:?}\nnoise {noise:?}");
         assert_eq!(
             real.levels.iter().map(|l| l.0).collect::<Vec<_>>(),
@@ -313,11 +324,11 @@ mod tests {
     #[test]
     fn swd_is_deterministic_and_nearly_symmetric() {
         let (a, b, cfg) = (faces(0..100), faces(200..300), quick(64));
-        let ab = swd(a, b, &cfg, 7);
-        assert_eq!(ab, swd(a, b, &cfg, 7));
+        let ab = swd(a, b, SIDE, &cfg, 7);
+        assert_eq!(ab, swd(a, b, SIDE, &cfg, 7));
         // Measured: 32.1 against 30.4 swapped, 28.5 with another seed, 29.0 uneven.
-        let uneven = swd(a, faces(100..300), &cfg, 7); // the larger set is subsampled
-        for other in [swd(b, a, &cfg, 7), swd(a, b, &cfg, 8), uneven] {
+        let uneven = swd(a, faces(100..300), SIDE, &cfg, 7); // the larger set is subsampled
+        for other in [swd(b, a, SIDE, &cfg, 7), swd(a, b, SIDE, &cfg, 8), uneven] {
             assert!(
                 (other.mean / ab.mean - 1.0).abs() < 0.25,
                 "{ab:?} vs {other:?}"
@@ -327,7 +338,7 @@ mod tests {
 
     #[test]
     fn flat_face_has_flat_laplacian_bands() {
-        let pyr = laplacian_pyramid(&[77; FACE], 3);
+        let pyr = laplacian_pyramid(&[77; FACE], SIDE, 3);
         assert_eq!(
             pyr.iter().map(Vec::len).collect::<Vec<_>>(),
             [FACE, FACE / 4, FACE / 16]

@@ -2,7 +2,7 @@ use anyhow::Result;
 
 use super::swd::{swd, SwdConfig};
 use crate::config::TrainingConfig;
-use crate::data::{Faces, FACE_BYTES};
+use crate::data::Faces;
 use crate::nn::{Generator, LayerBackend};
 use crate::rng::{stream_seed, Stream};
 use crate::run::{self, truncate_jsonl, MetricRow, RunDir};
@@ -13,6 +13,7 @@ use crate::sample;
 pub struct Tracker {
     every: usize,
     real: Vec<u8>,
+    side: usize,
     faces: usize,
     best: f64,
 }
@@ -33,7 +34,8 @@ impl Tracker {
         let rows = truncate_jsonl::<MetricRow>(&run.metrics(), step, |r| r.step)?;
         Ok(Some(Self {
             every: t.every_epochs,
-            real: faces.pixels()[..n * FACE_BYTES].to_vec(),
+            real: faces.pixels()[..n * faces.face(0).len()].to_vec(),
+            side: faces.side(),
             faces: n,
             best: rows
                 .iter()
@@ -62,7 +64,13 @@ impl Tracker {
         let seed = stream_seed(cfg.seed, 0, Stream::Track);
         let score = |g: &Generator<B>| {
             let generated = sample::generate(cfg, g, self.faces, seed, device).concat();
-            swd(&generated, &self.real, &SwdConfig::default(), seed)
+            swd(
+                &generated,
+                &self.real,
+                self.side,
+                &SwdConfig::default(),
+                seed,
+            )
         };
         let r = score(g);
         let ema_swd_mean = ema.map(|e| score(e).mean);

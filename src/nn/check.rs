@@ -23,27 +23,26 @@ pub fn difference_from_burn<B: burn::tensor::backend::AutodiffBackend>(device: &
             .collect();
         Tensor::from_data(TensorData::new(v, shape), device)
     };
-    let (x_down, w_down, dy_down) = (
-        random([2, 3, 8, 8]),
-        random([5, 3, 4, 4]),
-        random([2, 5, 4, 4]),
-    );
-    let (x_up, w_up, dy_up) = (
-        random([2, 5, 4, 4]),
-        random([5, 3, 4, 4]),
-        random([2, 3, 8, 8]),
-    );
     let bias = |n: usize| {
         let v: Vec<f32> = (0..n).map(|i| 0.1 * i as f32 - 0.2).collect();
         Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(v, [n]), device)
     };
     let mut worst = Worst::default();
-    for up in [false, true] {
+    // A small layer, and one as wide as the 128-pixel networks' widest (G's last, D's first).
+    for (side, up) in [(8, false), (8, true), (128, false), (128, true)] {
         let (x, w, dy, o) = if up {
-            (&x_up, &w_up, &dy_up, 3)
+            let x = random([2, 5, side / 2, side / 2]);
+            (x, random([5, 3, 4, 4]), random([2, 3, side, side]), 3)
         } else {
-            (&x_down, &w_down, &dy_down, 5)
+            let x = random([2, 3, side, side]);
+            (
+                x,
+                random([5, 3, 4, 4]),
+                random([2, 5, side / 2, side / 2]),
+                5,
+            )
         };
+        let (x, w, dy) = (&x, &w, &dy);
         let b = bias(o);
         // burn's ops, differentiated by burn's autodiff through (y * dy).sum().
         let xa = Tensor::<B, 4>::from_inner(x.clone()).require_grad();

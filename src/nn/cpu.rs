@@ -553,8 +553,8 @@ unsafe fn tap_blocks(
     }
 }
 
-/// The widest side the stride-2 layers handle (the networks' 64x64 images).
-const MAX_SIDE: usize = 64;
+/// The widest side the stride-2 layers handle (the networks' largest images, 128x128).
+const MAX_SIDE: usize = 128;
 
 /// One grid row of the four taps kw = 0..3 from input `line` (twice their length): output
 /// j's tap kw reads input 2j + kw - 1, so kw = 1 and 3 read the even pixels and kw = 0 and 2

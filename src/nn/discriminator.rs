@@ -1,3 +1,6 @@
+//! The discriminator: a square RGB face to one logit, through stride-2 convolutions that halve
+//! the picture and double the channels down to 4x4.
+
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
@@ -6,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::batch_norm::BatchNorm;
+use super::generator::doublings;
 use super::init::Initialiser;
 use super::layer::{activate, from_layers, to_layers, Activation, Conv, LayerBackend};
 use super::Mode;
@@ -20,14 +24,25 @@ fn dropout<B: LayerBackend, const D: usize>(x: Tensor<B, D>, p: f64, mode: Mode)
         .div_scalar(1.0 - p)
 }
 
+/// Channels of D's first convolution, at half the input's side, whatever the size: each
+/// halving of the side doubles them (64 pixels: 256 at 4x4, the notebook's D).
+const FIRST: usize = 32;
+
+/// One halving: convolution, then LeakyReLU and BatchNorm (the notebook's order).
+#[derive(Module, Debug)]
+pub struct DownBlock<B: Backend> {
+    pub(crate) conv: Conv<B>,
+    pub(crate) bn: BatchNorm<B>,
+}
+
 #[derive(Module, Debug)]
 pub struct Discriminator<B: Backend> {
+    /// RGB to FIRST channels at half the side; no BatchNorm.
     pub(crate) conv1: Conv<B>,
-    pub(crate) conv2: Conv<B>,
-    pub(crate) bn2: BatchNorm<B>,
-    pub(crate) conv3: Conv<B>,
-    pub(crate) bn3: BatchNorm<B>,
-    pub(crate) conv4: Conv<B>,
+    /// Down to 8x8.
+    pub(crate) blocks: Vec<DownBlock<B>>,
+    /// The last halving, to 4x4; LeakyReLU and no BatchNorm.
+    pub(crate) to_4x4: Conv<B>,
     pub(crate) fc: Linear<B>,
     pub(crate) dropout: f64,
     #[module(skip)]
@@ -37,20 +52,29 @@ pub struct Discriminator<B: Backend> {
 }
 
 impl DiscriminatorConfig {
-    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Discriminator<B> {
+    /// D for `size`-pixel faces (32, 64 or 128); its weights drawn from `seed`.
+    pub fn init<B: Backend>(&self, size: usize, seed: u64, device: &B::Device) -> Discriminator<B> {
         let mut i = Initialiser {
             init: self.init,
             rng: StdRng::seed_from_u64(seed),
         };
         let (m, e) = (self.bn_momentum, self.bn_epsilon);
+        let top = FIRST << (doublings(size) - 1);
+        // Drawn in layer order, so a seed gives the 64-pixel D the same weights as ever.
+        let conv1 = i.conv(3, FIRST, device);
+        let blocks = (0..doublings(size) - 2)
+            .map(|k| {
+                let (cin, cout) = (FIRST << k, FIRST << (k + 1));
+                let conv = i.conv(cin, cout, device);
+                let bn = BatchNorm::new(cout, m, e, i.gamma(cout), device);
+                DownBlock { conv, bn }
+            })
+            .collect();
         Discriminator {
-            conv1: i.conv(3, 32, device),
-            conv2: i.conv(32, 64, device),
-            bn2: BatchNorm::new(64, m, e, i.gamma(64), device),
-            conv3: i.conv(64, 128, device),
-            bn3: BatchNorm::new(128, m, e, i.gamma(128), device),
-            conv4: i.conv(128, 256, device),
-            fc: i.linear(256 * 4 * 4, 1, device),
+            conv1,
+            blocks,
+            to_4x4: i.conv(top / 2, top, device),
+            fc: i.linear(top * 4 * 4, 1, device),
             dropout: self.dropout,
             frozen_bn: self.frozen_bn,
             first_activation: self.first_activation,
@@ -66,19 +90,21 @@ impl<B: LayerBackend> Discriminator<B> {
             (Mode::Frozen, FrozenBn::Running) => Mode::Eval,
             _ => mode,
         };
-        // Shapes as NCHW; between the ends, the layout the backend's layers take.
+        // Shapes as NCHW (64 pixels); between the ends, the layout the backend's layers take.
         let x = self.conv1.forward(to_layers(images)); // [N, 32, 32, 32]
 
         // The notebook's D has no activation here; the paper's has.
-        let x = if self.first_activation {
+        let mut x = if self.first_activation {
             activate(x, Activation::Leaky)
         } else {
             x
         };
-        let x = self.bn2.leaky_forward(self.conv2.forward(x), bn); // [N, 64, 16, 16]
-        let x = self.bn3.leaky_forward(self.conv3.forward(x), bn); // [N, 128, 8, 8]
-        let x = from_layers(activate(self.conv4.forward(x), Activation::Leaky)); // [N, 256, 4, 4]
-        let x = dropout(x.reshape([n, 256 * 4 * 4]), self.dropout, mode); // [N, 4096]
+        for b in &self.blocks {
+            x = b.bn.leaky_forward(b.conv.forward(x), bn); // [N, 64, 16, 16], [N, 128, 8, 8]
+        }
+        let x = from_layers(activate(self.to_4x4.forward(x), Activation::Leaky)); // [N, 256, 4, 4]
+        let flat = self.fc.weight.dims()[0];
+        let x = dropout(x.reshape([n, flat]), self.dropout, mode); // [N, 4096]
         self.fc.forward(x) // [N, 1]
     }
 }
@@ -101,7 +127,7 @@ mod tests {
         let mut d_cfg = cfg.discriminator.clone();
         d_cfg.dropout = 0.0;
         d_cfg.first_activation = false;
-        let plain = d_cfg.init::<Flex>(3, &device);
+        let plain = d_cfg.init::<Flex>(64, 3, &device);
         let activated = Discriminator {
             first_activation: true,
             ..plain.clone()
@@ -110,9 +136,10 @@ mod tests {
         let by_hand = {
             let x = to_layers(images.clone());
             let x = leaky_relu(plain.conv1.forward(x), LEAKY_SLOPE as f64);
-            let x = plain.bn2.leaky_forward(plain.conv2.forward(x), Mode::Eval);
-            let x = plain.bn3.leaky_forward(plain.conv3.forward(x), Mode::Eval);
-            let x = from_layers(leaky_relu(plain.conv4.forward(x), LEAKY_SLOPE as f64));
+            let [b2, b3] = [&plain.blocks[0], &plain.blocks[1]];
+            let x = b2.bn.leaky_forward(b2.conv.forward(x), Mode::Eval);
+            let x = b3.bn.leaky_forward(b3.conv.forward(x), Mode::Eval);
+            let x = from_layers(leaky_relu(plain.to_4x4.forward(x), LEAKY_SLOPE as f64));
             plain.fc.forward(x.reshape([2, 256 * 4 * 4]))
         };
         let a = activated.forward(images.clone(), Mode::Eval);

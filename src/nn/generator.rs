@@ -1,3 +1,6 @@
+//! The generator: noise to a square RGB face, through stride-2 transposed convolutions that
+//! double the picture and halve the channels (the DCGAN paper's rule).
+
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
@@ -11,36 +14,56 @@ use super::layer::{activate, from_layers, to_layers, Conv, LayerBackend};
 use super::Mode;
 use crate::config::{GeneratorConfig, Output, TrainingConfig};
 
+/// Channels of G's last hidden layer, at half the output's side, whatever the size: each
+/// halving of the side towards 4x4 doubles them (64 pixels: 512 at 4x4, the notebook's G).
+const LAST_HIDDEN: usize = 64;
+
+/// Stride-2 transposed convolutions from 4x4 up to `size`: 3 for 32 pixels, 4 for 64, 5 for 128.
+pub(crate) fn doublings(size: usize) -> usize {
+    (size / 4).trailing_zeros() as usize
+}
+
+/// One doubling: transposed convolution, then LeakyReLU and BatchNorm (the notebook's order).
+#[derive(Module, Debug)]
+pub struct UpBlock<B: Backend> {
+    pub(crate) deconv: Conv<B>,
+    pub(crate) bn: BatchNorm<B>,
+}
+
 #[derive(Module, Debug)]
 pub struct Generator<B: Backend> {
     pub(crate) fc: Linear<B>,
-    pub(crate) deconv1: Conv<B>,
-    pub(crate) bn1: BatchNorm<B>,
-    pub(crate) deconv2: Conv<B>,
-    pub(crate) bn2: BatchNorm<B>,
-    pub(crate) deconv3: Conv<B>,
-    pub(crate) bn3: BatchNorm<B>,
-    pub(crate) deconv4: Conv<B>,
+    /// 4x4 up to half the output's side.
+    pub(crate) blocks: Vec<UpBlock<B>>,
+    /// The last doubling, to RGB.
+    pub(crate) to_rgb: Conv<B>,
     #[module(skip)]
     pub(crate) output: Output,
 }
 
 impl GeneratorConfig {
-    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Generator<B> {
+    /// G for `size`-pixel faces (32, 64 or 128); its weights drawn from `seed`.
+    pub fn init<B: Backend>(&self, size: usize, seed: u64, device: &B::Device) -> Generator<B> {
         let mut i = Initialiser {
             init: self.init,
             rng: StdRng::seed_from_u64(seed),
         };
         let (m, e) = (self.bn_momentum, self.bn_epsilon);
+        let top = LAST_HIDDEN << (doublings(size) - 1);
+        // Drawn in layer order, so a seed gives the 64-pixel G the same weights as ever.
+        let fc = i.linear(self.noise_dim, 4 * 4 * top, device);
+        let blocks = (0..doublings(size) - 1)
+            .map(|k| {
+                let (cin, cout) = (top >> k, top >> (k + 1));
+                let deconv = i.deconv(cin, cout, device);
+                let bn = BatchNorm::new(cout, m, e, i.gamma(cout), device);
+                UpBlock { deconv, bn }
+            })
+            .collect();
         Generator {
-            fc: i.linear(self.noise_dim, 4 * 4 * 512, device),
-            deconv1: i.deconv(512, 256, device),
-            bn1: BatchNorm::new(256, m, e, i.gamma(256), device),
-            deconv2: i.deconv(256, 128, device),
-            bn2: BatchNorm::new(128, m, e, i.gamma(128), device),
-            deconv3: i.deconv(128, 64, device),
-            bn3: BatchNorm::new(64, m, e, i.gamma(64), device),
-            deconv4: i.deconv(64, 3, device),
+            fc,
+            blocks,
+            to_rgb: i.deconv(LAST_HIDDEN, 3, device),
             output: self.output,
         }
     }
@@ -49,17 +72,23 @@ impl GeneratorConfig {
 impl<B: LayerBackend> Generator<B> {
     pub fn forward(&self, noise: Tensor<B, 2>, mode: Mode) -> Tensor<B, 4> {
         let [n, _] = noise.dims();
-        // Shapes as NCHW; between the ends, the layout the backend's layers take.
-        let x = to_layers(self.fc.forward(noise).reshape([n, 512, 4, 4])); // [N, 512, 4, 4]
-        let x = self.bn1.leaky_forward(self.deconv1.forward(x), mode); // [N, 256, 8, 8]
-        let x = self.bn2.leaky_forward(self.deconv2.forward(x), mode); // [N, 128, 16, 16]
-        let x = self.bn3.leaky_forward(self.deconv3.forward(x), mode); // [N, 64, 32, 32]
-        let x = self.deconv4.forward(x); // [N, 3, 64, 64]
+        let top = self.fc.weight.dims()[1] / 16;
+        // Shapes as NCHW (64 pixels); between the ends, the layout the backend's layers take.
+        let mut x = to_layers(self.fc.forward(noise).reshape([n, top, 4, 4])); // [N, 512, 4, 4]
+        for b in &self.blocks {
+            x = b.bn.leaky_forward(b.deconv.forward(x), mode); // [N, 256, 8, 8] .. [N, 64, 32, 32]
+        }
+        let x = self.to_rgb.forward(x); // [N, 3, 64, 64]
         from_layers(activate(x, self.output.into()))
     }
 
     pub fn output(&self) -> Output {
         self.output
+    }
+
+    /// The side of the faces it makes.
+    pub fn image_size(&self) -> usize {
+        4 << (self.blocks.len() + 1)
     }
 }
 

@@ -636,15 +636,21 @@ mod tests {
     }
 
     /// Forward values and all three gradients agree with burn's own convolution ops, at a
-    /// small odd-sized layer, at ones the size of the networks', and at every grid width the
-    /// CPU kernels specialise (1 to 32 columns).
+    /// small odd-sized layer, at ones the size of the networks', at every grid width the
+    /// CPU kernels specialise (1 to 32 columns), and at the 128-pixel networks' widest layer.
     fn check(transposed: bool) {
+        let widest = if transposed {
+            (1, 4, 3, 64) // G's last layer at 128 pixels: 64x64 to 128x128
+        } else {
+            (1, 3, 4, 128) // D's first layer at 128 pixels
+        };
         let shapes = [
             (3, 5, 4, 6),
             (2, 64, 32, 32),
             (2, 20, 3, 8),
             (2, 6, 5, 4),
             (1, 3, 2, 2),
+            widest,
         ];
         for shape in shapes {
             check_at(transposed, shape);

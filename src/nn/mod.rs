@@ -1,4 +1,5 @@
-//! The notebook's Generator and Discriminator, layer for layer.
+//! The notebook's Generator and Discriminator, layer for layer (at 64 pixels; 32 and 128 drop
+//! or add one block each).
 //!
 //! BatchNorm and Dropout take an explicit [`Mode`] instead of burn's "train when on an
 //! autodiff backend" rule, because the notebook's G step runs D *frozen*: Keras sets
@@ -70,15 +71,15 @@ mod tests {
         // Keras model.summary(): trainable parameters (BatchNorm moving stats excluded).
         type AB = burn::backend::Autodiff<B>;
         assert_eq!(
-            trainable_params(&cfg.generator.init::<AB>(1, &device)),
+            trainable_params(&cfg.generator.init::<AB>(cfg.image_size, 1, &device)),
             3_584_323
         );
         assert_eq!(
-            trainable_params(&cfg.discriminator.init::<AB>(2, &device)),
+            trainable_params(&cfg.discriminator.init::<AB>(cfg.image_size, 2, &device)),
             694_625
         );
-        let g = cfg.generator.init::<B>(1, &device);
-        let d = cfg.discriminator.init::<B>(2, &device);
+        let g = cfg.generator.init::<B>(cfg.image_size, 1, &device);
+        let d = cfg.discriminator.init::<B>(cfg.image_size, 2, &device);
         // Plus 2 running statistics per BatchNorm channel.
         assert_eq!(g.num_params(), 3_584_323 + 2 * (256 + 128 + 64));
 
@@ -96,15 +97,29 @@ mod tests {
     #[test]
     fn normal_init_has_dcgan_statistics() {
         let cfg = TrainingConfig::preset("dcgan").unwrap();
-        let g = cfg.generator.init::<B>(7, &Default::default());
-        let w = g.deconv2.weight.val().into_data().to_vec::<f32>().unwrap();
+        let g = cfg
+            .generator
+            .init::<B>(cfg.image_size, 7, &Default::default());
+        let w = g.blocks[1]
+            .deconv
+            .weight
+            .val()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let mean = w.iter().sum::<f32>() / w.len() as f32;
         let std = (w.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / w.len() as f32).sqrt();
         assert!(
             mean.abs() < 1e-3 && (std - 0.02).abs() < 1e-3,
             "mean {mean} std {std}"
         );
-        let b = g.deconv2.bias.val().into_data().to_vec::<f32>().unwrap();
+        let b = g.blocks[1]
+            .deconv
+            .bias
+            .val()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         assert!(b.iter().all(|x| *x == 0.0));
         let out = g.forward(Tensor::zeros([1, 100], &Default::default()), Mode::Eval);
         let v = out.into_data().to_vec::<f32>().unwrap();
@@ -117,8 +132,12 @@ mod tests {
     #[test]
     fn same_seed_same_weights() {
         let cfg = TrainingConfig::preset("notebook").unwrap();
-        let a = cfg.generator.init::<B>(3, &Default::default());
-        let b = cfg.generator.init::<B>(3, &Default::default());
+        let a = cfg
+            .generator
+            .init::<B>(cfg.image_size, 3, &Default::default());
+        let b = cfg
+            .generator
+            .init::<B>(cfg.image_size, 3, &Default::default());
         let (a, b) = (a.fc.weight.val().into_data(), b.fc.weight.val().into_data());
         assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
     }

@@ -6,7 +6,8 @@
 //! `[in, out, 4, 4]`, as dcgan keeps them; its `Linear` weight is `[out, in]`, the transpose of
 //! burn's `[in, out]`. (Keras stores kernels height-first, `[4, 4, in, out]` for `Conv2D` and
 //! `[4, 4, out, in]` for `Conv2DTranspose`: a Keras file needs those permuted.) Both presets
-//! have the same shapes, so a file loads into either network.
+//! have the same shapes, so a file loads into either network. Other image sizes add or drop
+//! blocks of three entries, numbered on in the same pattern.
 
 use std::collections::HashMap;
 
@@ -34,33 +35,31 @@ impl NamedTensor {
     }
 }
 
-/// PyTorch's `Sequential` index of each layer, in order: (index, layer).
-const G_LAYERS: [(usize, &str); 8] = [
-    (0, "fc"),
-    (2, "deconv1"),
-    (4, "bn1"),
-    (5, "deconv2"),
-    (7, "bn2"),
-    (8, "deconv3"),
-    (10, "bn3"),
-    (11, "deconv4"),
-];
-const D_LAYERS: [(usize, &str); 7] = [
-    (0, "conv1"),
-    (1, "conv2"),
-    (3, "bn2"),
-    (4, "conv3"),
-    (6, "bn3"),
-    (7, "conv4"),
-    (11, "fc"),
-];
+/// Where each layer of G sits in the reference `Sequential`: `Linear` (0), `Unflatten`, then
+/// per doubling `ConvTranspose2d`, `LeakyReLU`, `BatchNorm2d`, and the last `ConvTranspose2d`.
+mod g_index {
+    pub const FC: usize = 0;
+    pub fn deconv(block: usize) -> usize {
+        2 + 3 * block
+    }
+    pub fn bn(block: usize) -> usize {
+        4 + 3 * block
+    }
+}
 
-fn index(layers: &[(usize, &str)], layer: &str) -> usize {
-    layers
-        .iter()
-        .find(|(_, l)| *l == layer)
-        .expect("a known layer")
-        .0
+/// Where each layer of D sits: `Conv2d` (0), per halving with BatchNorm `Conv2d`,
+/// `LeakyReLU`, `BatchNorm2d`, then `Conv2d`, `LeakyReLU`, `Flatten`, `Dropout`, `Linear`.
+mod d_index {
+    pub const CONV1: usize = 0;
+    pub fn conv(block: usize) -> usize {
+        1 + 3 * block
+    }
+    pub fn bn(block: usize) -> usize {
+        3 + 3 * block
+    }
+    pub fn fc(blocks: usize) -> usize {
+        conv(blocks) + 4
+    }
 }
 
 fn conv<B: Backend>(out: &mut Vec<NamedTensor>, i: usize, c: &Conv<B>) {
@@ -98,29 +97,25 @@ fn linear<B: Backend>(out: &mut Vec<NamedTensor>, i: usize, fc: &burn::nn::Linea
 /// G's weights and BatchNorm statistics under the reference generator's names.
 pub fn generator_tensors<B: Backend>(g: &Generator<B>) -> Vec<NamedTensor> {
     let mut out = Vec::new();
-    let at = |l| index(&G_LAYERS, l);
-    linear(&mut out, at("fc"), &g.fc);
-    conv(&mut out, at("deconv1"), &g.deconv1);
-    batch_norm(&mut out, at("bn1"), &g.bn1);
-    conv(&mut out, at("deconv2"), &g.deconv2);
-    batch_norm(&mut out, at("bn2"), &g.bn2);
-    conv(&mut out, at("deconv3"), &g.deconv3);
-    batch_norm(&mut out, at("bn3"), &g.bn3);
-    conv(&mut out, at("deconv4"), &g.deconv4);
+    linear(&mut out, g_index::FC, &g.fc);
+    for (k, b) in g.blocks.iter().enumerate() {
+        conv(&mut out, g_index::deconv(k), &b.deconv);
+        batch_norm(&mut out, g_index::bn(k), &b.bn);
+    }
+    conv(&mut out, g_index::deconv(g.blocks.len()), &g.to_rgb);
     out
 }
 
 /// D's weights and BatchNorm statistics under the reference discriminator's names.
 pub fn discriminator_tensors<B: Backend>(d: &Discriminator<B>) -> Vec<NamedTensor> {
     let mut out = Vec::new();
-    let at = |l| index(&D_LAYERS, l);
-    conv(&mut out, at("conv1"), &d.conv1);
-    conv(&mut out, at("conv2"), &d.conv2);
-    batch_norm(&mut out, at("bn2"), &d.bn2);
-    conv(&mut out, at("conv3"), &d.conv3);
-    batch_norm(&mut out, at("bn3"), &d.bn3);
-    conv(&mut out, at("conv4"), &d.conv4);
-    linear(&mut out, at("fc"), &d.fc);
+    conv(&mut out, d_index::CONV1, &d.conv1);
+    for (k, b) in d.blocks.iter().enumerate() {
+        conv(&mut out, d_index::conv(k), &b.conv);
+        batch_norm(&mut out, d_index::bn(k), &b.bn);
+    }
+    conv(&mut out, d_index::conv(d.blocks.len()), &d.to_4x4);
+    linear(&mut out, d_index::fc(d.blocks.len()), &d.fc);
     out
 }
 
@@ -197,15 +192,12 @@ pub fn generator_from_tensors<B: Backend>(
     origin: &str,
 ) -> Result<Generator<B>> {
     let l = Lookup::new(tensors, origin);
-    let at = |layer| index(&G_LAYERS, layer);
-    l.linear(at("fc"), &mut g.fc)?;
-    l.conv(at("deconv1"), &mut g.deconv1)?;
-    l.batch_norm(at("bn1"), &mut g.bn1)?;
-    l.conv(at("deconv2"), &mut g.deconv2)?;
-    l.batch_norm(at("bn2"), &mut g.bn2)?;
-    l.conv(at("deconv3"), &mut g.deconv3)?;
-    l.batch_norm(at("bn3"), &mut g.bn3)?;
-    l.conv(at("deconv4"), &mut g.deconv4)?;
+    l.linear(g_index::FC, &mut g.fc)?;
+    for (k, b) in g.blocks.iter_mut().enumerate() {
+        l.conv(g_index::deconv(k), &mut b.deconv)?;
+        l.batch_norm(g_index::bn(k), &mut b.bn)?;
+    }
+    l.conv(g_index::deconv(g.blocks.len()), &mut g.to_rgb)?;
     Ok(g)
 }
 
@@ -216,14 +208,13 @@ pub fn discriminator_from_tensors<B: Backend>(
     origin: &str,
 ) -> Result<Discriminator<B>> {
     let l = Lookup::new(tensors, origin);
-    let at = |layer| index(&D_LAYERS, layer);
-    l.conv(at("conv1"), &mut d.conv1)?;
-    l.conv(at("conv2"), &mut d.conv2)?;
-    l.batch_norm(at("bn2"), &mut d.bn2)?;
-    l.conv(at("conv3"), &mut d.conv3)?;
-    l.batch_norm(at("bn3"), &mut d.bn3)?;
-    l.conv(at("conv4"), &mut d.conv4)?;
-    l.linear(at("fc"), &mut d.fc)?;
+    l.conv(d_index::CONV1, &mut d.conv1)?;
+    for (k, b) in d.blocks.iter_mut().enumerate() {
+        l.conv(d_index::conv(k), &mut b.conv)?;
+        l.batch_norm(d_index::bn(k), &mut b.bn)?;
+    }
+    l.conv(d_index::conv(d.blocks.len()), &mut d.to_4x4)?;
+    l.linear(d_index::fc(d.blocks.len()), &mut d.fc)?;
     Ok(d)
 }
 
@@ -242,8 +233,8 @@ mod tests {
     fn generator_and_discriminator_round_trip_exactly_through_safetensors() {
         let cfg = Preset::Notebook.config();
         let device = Default::default();
-        let g = cfg.generator.init::<Flex>(3, &device);
-        let d = cfg.discriminator.init::<Flex>(4, &device);
+        let g = cfg.generator.init::<Flex>(cfg.image_size, 3, &device);
+        let d = cfg.discriminator.init::<Flex>(cfg.image_size, 4, &device);
         let (gt, dt) = (generator_tensors(&g), discriminator_tensors(&d));
         assert_eq!(gt[0].name, "0.weight");
         assert_eq!(
@@ -260,7 +251,7 @@ mod tests {
         write_state_dict(&path, &gt).unwrap();
         let back = read_state_dict(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        let fresh = cfg.generator.init::<Flex>(99, &device);
+        let fresh = cfg.generator.init::<Flex>(cfg.image_size, 99, &device);
         let g2 = generator_from_tensors(fresh, &back, "g.safetensors").unwrap();
         assert_eq!(generator_tensors(&g2), gt, "exact round trip");
 
@@ -268,7 +259,7 @@ mod tests {
         write_state_dict(&path, &dt).unwrap();
         let back = read_state_dict(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        let fresh = cfg.discriminator.init::<Flex>(99, &device);
+        let fresh = cfg.discriminator.init::<Flex>(cfg.image_size, 99, &device);
         let d2 = discriminator_from_tensors(fresh, &back, "d.safetensors").unwrap();
         assert_eq!(discriminator_tensors(&d2), dt, "exact round trip");
     }
@@ -277,7 +268,7 @@ mod tests {
     fn a_missing_or_misshapen_tensor_is_refused_by_name() {
         let cfg = Preset::Dcgan.config();
         let device = Default::default();
-        let template = || cfg.generator.init::<Flex>(0, &device);
+        let template = || cfg.generator.init::<Flex>(cfg.image_size, 0, &device);
         let mut tensors = generator_tensors(&template());
 
         tensors.retain(|t| t.name != "7.running_mean");
@@ -300,7 +291,7 @@ mod tests {
         );
 
         // A discriminator's file given as a generator: its first tensor has the wrong shape.
-        let d = discriminator_tensors(&cfg.discriminator.init::<Flex>(0, &device));
+        let d = discriminator_tensors(&cfg.discriminator.init::<Flex>(cfg.image_size, 0, &device));
         let err = format!(
             "{:#}",
             generator_from_tensors(template(), &d, "d").unwrap_err()

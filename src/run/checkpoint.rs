@@ -13,11 +13,14 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::atomic::write_atomic;
+use super::board::BoardPosition;
 use crate::config::{Split, TrainingConfig};
 
 pub const MANIFEST: &str = "checkpoint.json";
 pub const RECORDS: &str = "checkpoints";
-const FORMAT: u32 = 1;
+/// 2: the networks' blocks are lists (`blocks.0.deconv`), so one layout serves every image
+/// size; format 1 named each layer (`deconv1`).
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct FileEntry {
@@ -56,6 +59,9 @@ pub struct Manifest {
     pub data: DataFingerprint,
     pub config: TrainingConfig,
     pub files: Vec<FileEntry>,
+    /// How far the TensorBoard event file had reached; a resume cuts it back there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensorboard: Option<BoardPosition>,
 }
 
 /// The record files of one checkpoint, as bytes, under their roles.
@@ -113,6 +119,22 @@ impl RunDir {
         self.samples().join(format!("epoch_{epoch:04}.png"))
     }
 
+    /// TensorBoard's event files in the run folder.
+    pub fn event_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents."))
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
     pub fn holds_run(&self) -> Option<PathBuf> {
         [
             self.manifest(),
@@ -149,6 +171,9 @@ impl RunDir {
             }
             let _ = std::fs::remove_dir_all(self.records());
             let _ = std::fs::remove_dir_all(self.samples());
+            for events in self.event_files() {
+                let _ = std::fs::remove_file(events);
+            }
         }
         self.prepare_dirs()
     }
@@ -260,6 +285,14 @@ impl RunDir {
                 path.display()
             )
         })?;
+        if manifest.format == 1 {
+            bail!(
+                "{} was written by an earlier dcgan (checkpoint format 1, its layers named one by one); \
+                 this dcgan reads format {FORMAT}: finish the run with the version that started it, \
+                 or start a new run",
+                path.display()
+            );
+        }
         if manifest.format != FORMAT {
             bail!(
                 "{} has format {}, this dcgan reads format {FORMAT}",
@@ -329,6 +362,7 @@ impl Manifest {
             data,
             config,
             files: Vec::new(),
+            tensorboard: None,
         }
     }
 }

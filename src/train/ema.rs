@@ -98,8 +98,8 @@ mod tests {
     fn average_moves_toward_the_live_weights_by_one_minus_decay() {
         let cfg = TrainingConfig::preset("dcgan").unwrap();
         let device = Default::default();
-        let a = cfg.generator.init::<Flex>(1, &device);
-        let b = cfg.generator.init::<Flex>(2, &device);
+        let a = cfg.generator.init::<Flex>(cfg.image_size, 1, &device);
+        let b = cfg.generator.init::<Flex>(cfg.image_size, 2, &device);
         let (wa, wb) = (weights(&a), weights(&b));
         assert_ne!(wa, wb);
 

@@ -76,15 +76,19 @@ impl StepStats {
 
 impl<B: TrainBackend> Gan<B> {
     pub fn new(cfg: &TrainingConfig, device: &B::Device) -> Self {
-        let g: Generator<B> = cfg
-            .generator
-            .init(stream_seed(cfg.seed, 0, Stream::GeneratorInit), device);
+        let g: Generator<B> = cfg.generator.init(
+            cfg.image_size,
+            stream_seed(cfg.seed, 0, Stream::GeneratorInit),
+            device,
+        );
         Self {
             ema: cfg.ema.map(|e| Ema::new(g.valid(), e.decay)),
             g,
-            d: cfg
-                .discriminator
-                .init(stream_seed(cfg.seed, 0, Stream::DiscriminatorInit), device),
+            d: cfg.discriminator.init(
+                cfg.image_size,
+                stream_seed(cfg.seed, 0, Stream::DiscriminatorInit),
+                device,
+            ),
             opt_g: adam(&cfg.optimizer_g),
             opt_d: adam(&cfg.optimizer_d),
             lr_g: cfg.optimizer_g.lr,
@@ -151,7 +155,7 @@ impl<B: TrainBackend> Gan<B> {
         let ema = match (cfg.ema, &records.g_ema) {
             (Some(e), Some(bytes)) => Some(Ema::new(
                 run::module_from_record_bytes(
-                    cfg.generator.init(0, device),
+                    cfg.generator.init(cfg.image_size, 0, device),
                     bytes,
                     &name("g_ema"),
                     device,

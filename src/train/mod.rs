@@ -35,7 +35,7 @@ use crate::metrics::Tracker;
 use crate::nn::{noise, Mode, TrainBackend};
 use crate::progress::{self, human_secs};
 use crate::rng::{rng, stream_seed, Stream};
-use crate::run::{truncate_jsonl, DataFingerprint, LossRow, Manifest, Records, RunDir};
+use crate::run::{truncate_jsonl, Board, DataFingerprint, LossRow, Manifest, Records, RunDir};
 use indicatif::ProgressBar;
 
 /// A long epoch still checkpoints this often, so a killed run loses at most this much.
@@ -74,9 +74,14 @@ pub fn first_steps(
     ))
 }
 
-/// The same 64 noise vectors every epoch, so the preview grids show one face changing.
+/// Faces in each epoch's preview grid, and the grid's columns.
+const PREVIEW_FACES: usize = 64;
+const PREVIEW_COLUMNS: usize = 8;
+
+/// The same noise vectors every epoch, so the preview grids show one face changing.
 pub fn preview_noise<B: Backend>(cfg: &TrainingConfig, device: &B::Device) -> Tensor<B, 2> {
-    noise(cfg, &mut rng(cfg.seed, 0, Stream::Preview), 64, device)
+    let mut r = rng(cfg.seed, 0, Stream::Preview);
+    noise(cfg, &mut r, PREVIEW_FACES, device)
 }
 
 /// The image order of an epoch (1-based): a pure function of the seed and the epoch.
@@ -139,10 +144,11 @@ struct Run<'a, B: TrainBackend> {
 }
 
 impl<B: TrainBackend> Run<'_, B> {
-    fn commit(&self, gan: &Gan<B>, step: usize) -> Result<()> {
-        let manifest = Manifest::new(step, self.batches, self.data.clone(), self.cfg.clone());
-        self.run.commit(manifest, &gan.records()?)
-            .context("the previous checkpoint is intact; fix the problem (e.g. free disk space) and continue with --resume")
+    fn commit(&self, gan: &Gan<B>, board: &mut Board, step: usize) -> Result<()> {
+        let keep = "the previous checkpoint is intact; fix the problem (e.g. free disk space) and continue with --resume";
+        let mut manifest = Manifest::new(step, self.batches, self.data.clone(), self.cfg.clone());
+        manifest.tensorboard = Some(board.position().context(keep)?);
+        self.run.commit(manifest, &gan.records()?).context(keep)
     }
 
     /// Training step `step + 1` on `batch`; a non-finite loss stops the run.
@@ -190,23 +196,31 @@ impl<B: TrainBackend> Run<'_, B> {
     fn finish_epoch(
         &self,
         gan: &Gan<B>,
-        tracker: &mut Option<Tracker>,
+        (tracker, board): (&mut Option<Tracker>, &mut Board),
         preview: &Tensor<B::InnerBackend, 2>,
         epoch: usize,
         step: usize,
     ) -> Result<String> {
         let (cfg, run) = (self.cfg, self.run);
         let images = gan.g.valid().forward(preview.clone(), Mode::Eval);
-        data::write_grid(
+        let grid = data::grid(
             &data::to_faces(images, cfg.generator.output),
-            8,
-            &run.preview(epoch),
-        )?;
+            PREVIEW_COLUMNS,
+        );
+        let png = data::encode_png(&grid)?;
+        crate::run::write_atomic(&run.preview(epoch), &png)?;
+        let cannot_board = || "cannot write the TensorBoard event file";
+        board
+            .preview(step, &png, grid.width(), grid.height())
+            .context(cannot_board())?;
         let Some(t) = tracker.as_mut() else {
             return Ok(String::new());
         };
         let ema = gan.ema.as_ref().map(|e| &e.g);
         let scored = t.after_epoch(epoch, step, &gan.g.valid(), ema, cfg, run, self.device)?;
+        if let Some(m) = &scored {
+            board.metrics(m).context(cannot_board())?;
+        }
         Ok(scored.map_or(String::new(), |m| {
             format!(
                 "  SWD {:.2}{}{}",
@@ -270,6 +284,11 @@ pub fn train<B: TrainBackend>(
     };
     crate::run::write_atomic(&run.config(), cfg.to_json().as_bytes())?;
     let mut log = open_log(run, step)?;
+    let mut board = match &start {
+        Start::Resume(manifest, _) => Board::open(&run.0, manifest.tensorboard.as_ref()),
+        Start::Fresh(_) => Board::open(&run.0, None),
+    }
+    .context("cannot write the TensorBoard event file; choose another run folder with --out")?;
     let mut tracker = Tracker::new(cfg, faces, run, step)?;
     let preview = preview_noise::<B::InnerBackend>(cfg, device);
     let ctx = Run::<B> {
@@ -284,6 +303,7 @@ pub fn train<B: TrainBackend>(
     let (started, first_step) = (Instant::now(), step);
     let mut last_checkpoint = Instant::now();
     let cannot_log = || format!("cannot write {}", run.losses().display());
+    let cannot_board = || "cannot write the TensorBoard event file";
 
     while step < total {
         let epoch = step / batches + 1;
@@ -299,13 +319,14 @@ pub fn train<B: TrainBackend>(
             })?;
             (gan, step) = (next, step + 1);
             write_row(&mut log, &row).with_context(cannot_log)?;
+            board.losses(&row).context(cannot_board())?;
             sums.add(&row);
             report_batch(&bar, &row, sums.batches, batches);
             let interrupted = interrupt::requested();
             if interrupted || (last_checkpoint.elapsed() > CHECKPOINT_EVERY && step % batches != 0)
             {
                 log.flush().with_context(cannot_log)?;
-                ctx.commit(&gan, step)?;
+                ctx.commit(&gan, &mut board, step)?;
                 last_checkpoint = Instant::now();
                 if interrupted {
                     bar.finish_and_clear();
@@ -315,8 +336,8 @@ pub fn train<B: TrainBackend>(
         }
         bar.finish_and_clear();
         log.flush().with_context(cannot_log)?;
-        let scored = ctx.finish_epoch(&gan, &mut tracker, &preview, epoch, step)?;
-        ctx.commit(&gan, step)?;
+        let scored = ctx.finish_epoch(&gan, (&mut tracker, &mut board), &preview, epoch, step)?;
+        ctx.commit(&gan, &mut board, step)?;
         last_checkpoint = Instant::now();
         progress::release_free_memory();
         let per_step = started.elapsed().as_secs_f64() / (step - first_step) as f64;

@@ -26,8 +26,10 @@ pub struct StartWeights {
     pub d: Option<Named>,
 }
 
-/// G's and D's first tensor, which tells a file's network apart.
-const G_FIRST: [usize; 2] = [8192, 100];
+/// G's first tensor is its `Linear` weight, [4 * 4 * channels, noise]: the channels at 4x4 are
+/// 256, 512 or 1024 for 32-, 64- or 128-pixel faces, the noise size is the config's.
+const G_FIRST_ROWS: [usize; 3] = [4096, 8192, 16384];
+/// D's first convolution is the same at every size.
 const D_FIRST: [usize; 4] = [32, 3, 4, 4];
 
 impl StartWeights {
@@ -54,12 +56,15 @@ impl StartWeights {
             }
             let first = tensors.iter().find(|t| t.name == "0.weight");
             match first.map(|t| t.shape.as_slice()) {
-                Some(s) if s == G_FIRST => out.put(true, tensors, &origin)?,
+                Some(&[rows, _]) if G_FIRST_ROWS.contains(&rows) => {
+                    out.put(true, tensors, &origin)?
+                }
                 Some(s) if s == D_FIRST => out.put(false, tensors, &origin)?,
                 other => bail!(
-                    "{origin}: not a state dict of G or D: its `0.weight` is {} (G's is {G_FIRST:?}, \
-                     D's {D_FIRST:?})\n  give a file written by `dcgan export`, or a PyTorch \
-                     state dict of the reference networks (tests/reference/torch_step.py)",
+                    "{origin}: not a state dict of G or D: its `0.weight` is {} (G's is [N, noise size] \
+                     with N one of {G_FIRST_ROWS:?}, D's {D_FIRST:?})\n  give a file written by \
+                     `dcgan export`, or a PyTorch state dict of the reference networks \
+                     (tests/reference/torch_step.py)",
                     other.map_or("missing".to_string(), |s| format!("{s:?}"))
                 ),
             }
@@ -91,8 +96,8 @@ impl StartWeights {
         if self.g.is_none() && self.d.is_none() {
             return Ok(());
         }
-        let g = cfg.generator.init::<B>(0, device);
-        self.apply(g, cfg.discriminator.init::<B>(0, device))
+        let g = cfg.generator.init::<B>(cfg.image_size, 0, device);
+        self.apply(g, cfg.discriminator.init::<B>(cfg.image_size, 0, device))
             .map(drop)
     }
 

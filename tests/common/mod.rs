@@ -188,3 +188,118 @@ pub fn tempdir() -> std::io::Result<TempDir> {
     std::fs::create_dir_all(&dir)?;
     Ok(TempDir(dir))
 }
+
+/// Checks the run's TensorBoard log against its own files: one event file whose every step
+/// tag holds, once per step, exactly the value of that step's `losses.jsonl` row; one preview
+/// image per epoch whose PNG is the bytes of `samples/epoch_NNNN.png`; the SWD rows of
+/// `metrics.jsonl`. Then, where TensorBoard is installed, the same through TensorBoard's own
+/// reader (`tests/reference/tensorboard_check.py`).
+pub fn check_tensorboard(run: &Path) {
+    use dcgan::run::tensorboard::{read_events, ValueKind, What};
+    use std::collections::BTreeMap;
+
+    let files = dcgan::run::RunDir(run.to_path_buf()).event_files();
+    assert_eq!(
+        files.len(),
+        1,
+        "one event file in {}: {files:?}",
+        run.display()
+    );
+    let mut scalars: BTreeMap<String, Vec<(usize, f32)>> = BTreeMap::new();
+    let mut images: Vec<(usize, Vec<u8>)> = Vec::new();
+    for event in read_events(&files[0]).unwrap() {
+        let Some(What::Summary(s)) = event.what else {
+            continue;
+        };
+        for v in s.value {
+            match v.kind {
+                Some(ValueKind::SimpleValue(x)) => scalars
+                    .entry(v.tag)
+                    .or_default()
+                    .push((event.step as usize, x)),
+                Some(ValueKind::Image(img)) => {
+                    assert_eq!(v.tag, dcgan::run::PREVIEW_TAG);
+                    images.push((event.step as usize, img.encoded_image_string));
+                }
+                None => panic!("tag {} holds no value", v.tag),
+            }
+        }
+    }
+    let rows = dcgan::run::read_losses(&run.join("losses.jsonl")).unwrap();
+    for (tag, field) in dcgan::run::STEP_TAGS {
+        let want: Vec<(usize, u32)> = rows.iter().map(|r| (r.step, field(r).to_bits())).collect();
+        let got: Vec<(usize, u32)> = scalars[tag]
+            .iter()
+            .map(|(s, v)| (*s, v.to_bits()))
+            .collect();
+        assert_eq!(got, want, "{tag}: each step once, with the logged value");
+    }
+    let epochs = rows.last().unwrap().epoch;
+    assert_eq!(images.len(), epochs, "one preview per epoch");
+    for (epoch, (step, png)) in (1..).zip(&images) {
+        let last = rows
+            .iter()
+            .filter(|r| r.epoch == epoch)
+            .map(|r| r.step)
+            .max();
+        assert_eq!(
+            Some(*step),
+            last,
+            "epoch {epoch}'s preview at its last step"
+        );
+        let file = run.join(format!("samples/epoch_{epoch:04}.png"));
+        assert!(
+            *png == std::fs::read(&file).unwrap(),
+            "{} differs",
+            file.display()
+        );
+    }
+    let metrics = run.join("metrics.jsonl");
+    if metrics.exists() {
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        let rows: Vec<dcgan::run::MetricRow> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let want: Vec<(usize, u32)> = rows
+            .iter()
+            .map(|r| (r.step, (r.swd_mean as f32).to_bits()))
+            .collect();
+        let got: Vec<(usize, u32)> = scalars["swd/mean"]
+            .iter()
+            .map(|(s, v)| (*s, v.to_bits()))
+            .collect();
+        assert_eq!(got, want, "swd/mean");
+    }
+    tensorboard_reads(run);
+}
+
+/// Runs TensorBoard's own reader over the run, with the Python named by
+/// `DCGAN_TENSORBOARD_PYTHON` (CI makes a virtual environment with tensorboard for it). Without
+/// it the check says so on the terminal, unless `DCGAN_REQUIRE_TENSORBOARD=1` (set by CI).
+fn tensorboard_reads(run: &Path) {
+    use std::io::Write;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/tensorboard_check.py");
+    let Some(python) = std::env::var_os("DCGAN_TENSORBOARD_PYTHON") else {
+        assert!(
+            std::env::var("DCGAN_REQUIRE_TENSORBOARD").as_deref() != Ok("1"),
+            "DCGAN_REQUIRE_TENSORBOARD=1 but DCGAN_TENSORBOARD_PYTHON names no Python"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nSKIPPED TensorBoard's own reader: set DCGAN_TENSORBOARD_PYTHON to a Python with \
+             tensorboard, numpy and Pillow to run {}\n",
+            script.display()
+        );
+        return;
+    };
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(run)
+        .output()
+        .expect("run the TensorBoard check");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tensorboard_check.py failed:\n{text}");
+    assert!(text.contains("ok"), "{text}");
+}

@@ -10,7 +10,7 @@ use plotters::style::FontStyle;
 use crate::data::write_png;
 use crate::run::{LossRow, MetricRow};
 
-static FONT: &[u8] = include_bytes!("assets/DejaVuSansMono.ttf");
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
 const FAMILY: &str = "dcgan-mono";
 
 /// A series to draw: legend name, the field it plots, its colour.

@@ -160,6 +160,52 @@ fn train_sample_plot_end_to_end() {
     assert!(colored > 1000, "loss curves drawn in colour ({colored} px)");
     assert!(dark > 1000, "axis text and labels drawn ({dark} px)");
 
+    // The preview grids as an animated GIF: one frame per epoch, captioned, the last held.
+    let gif = tmp.path().join("training.gif");
+    let log = dcgan_ok(&["plot", "--run", p(&run), "--gif", p(&gif)]);
+    assert!(log.contains("2 epochs"), "{log}");
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    let mut decoder = options
+        .read_info(std::fs::File::open(&gif).unwrap())
+        .unwrap();
+    let grid = image::open(run.join("samples/epoch_0002.png"))
+        .unwrap()
+        .to_rgb8();
+    let (w, h) = (decoder.width() as u32, decoder.height() as u32);
+    assert_eq!(w, grid.width());
+    assert!(h > grid.height(), "a caption strip above the grid");
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.read_next_frame().unwrap() {
+        frames.push((frame.delay, frame.buffer.to_vec()));
+    }
+    assert_eq!(frames.len(), 2, "one frame per epoch");
+    assert!(frames[1].0 > frames[0].0, "the last frame stays longer");
+    // The grid sits below the caption, close to the PNG's colours (256-colour palette).
+    let last = &frames[1].1;
+    let strip = (h - grid.height()) as usize;
+    let diff: f64 = grid
+        .pixels()
+        .enumerate()
+        .map(|(i, px)| {
+            let at = ((strip + i / w as usize) * w as usize + i % w as usize) * 4;
+            (0..3)
+                .map(|c| px[c].abs_diff(last[at + c]) as f64)
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / (3 * grid.width() * grid.height()) as f64;
+    assert!(
+        diff < 8.0,
+        "frame 2 is epoch 2's grid (mean difference {diff})"
+    );
+    let caption = |f: &[u8]| f[..strip * w as usize * 4].to_vec();
+    assert_ne!(
+        caption(&frames[0].1),
+        caption(last),
+        "each frame names its epoch"
+    );
+
     // A second train into the same folder is refused without --force ...
     let err = dcgan_err(&[
         "train",

@@ -6,10 +6,10 @@ use clap::Args;
 use crate::plot;
 use crate::run::{self, MetricRow, RunDir};
 
-/// Chart the D and G losses of a run.
+/// Chart the D and G losses of a run, or animate its preview grids.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  dcgan plot\n  dcgan plot --run run-notebook --out notebook-losses.png"
+    after_help = "Examples:\n  dcgan plot\n  dcgan plot --run run-notebook --out notebook-losses.png\n  dcgan plot --run run --gif training.gif"
 )]
 pub struct PlotArgs {
     /// Run folder whose losses.jsonl to chart.
@@ -26,9 +26,25 @@ pub struct PlotArgs {
     /// Output PNG (default: losses.png in the run folder).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Write an animated GIF of the run's per-epoch preview grids, each frame captioned
+    /// with its epoch (the loss chart is then written only if --out is given too).
+    #[arg(long, value_name = "FILE", conflicts_with = "log")]
+    pub gif: Option<PathBuf>,
+    /// How long each epoch's frame of --gif shows, in milliseconds (the last one stays 2 s).
+    #[arg(long, value_name = "MS", default_value_t = 100, requires = "gif")]
+    pub frame_ms: u16,
 }
 
 pub(super) fn plot_command(args: PlotArgs) -> Result<()> {
+    if let Some(gif) = &args.gif {
+        let (bytes, frames) =
+            plot::preview_gif(&RunDir(args.run.clone()).samples(), args.frame_ms)?;
+        run::write_atomic(gif, &bytes)?;
+        eprintln!("wrote {} ({frames} epochs)", gif.display());
+        if args.out.is_none() {
+            return Ok(());
+        }
+    }
     let log = args
         .log
         .clone()

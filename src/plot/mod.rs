@@ -1,7 +1,9 @@
 //! `dcgan plot`: the loss chart. The font is compiled in, so it draws its text on a machine
 //! with no system fonts (a bare CI box, a container).
 
-use std::path::Path;
+pub mod animation;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use plotters::prelude::*;
@@ -11,6 +13,39 @@ use crate::data::write_png;
 use crate::run::{LossRow, MetricRow};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
+
+/// Each epoch's preview grid of a run, `samples/epoch_NNNN.png`, in epoch order.
+pub fn preview_frames(samples: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let entries = std::fs::read_dir(samples).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot list {} ({e}): train first, or pass the run folder with --run",
+            samples.display()
+        )
+    })?;
+    let mut frames: Vec<(usize, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let epoch = name
+                .strip_prefix("epoch_")?
+                .strip_suffix(".png")?
+                .parse()
+                .ok()?;
+            Some((epoch, e.path()))
+        })
+        .collect();
+    frames.sort();
+    Ok(frames)
+}
+
+/// The animated GIF of a run's preview grids, one frame of `frame_ms` per epoch.
+pub fn preview_gif(samples: &Path, frame_ms: u16) -> Result<(Vec<u8>, usize)> {
+    let frames = preview_frames(samples)?;
+    Ok((
+        animation::encode_gif(&frames, FONT, frame_ms)?,
+        frames.len(),
+    ))
+}
 const FAMILY: &str = "dcgan-mono";
 
 /// A series to draw: legend name, the field it plots, its colour.

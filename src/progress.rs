@@ -63,6 +63,14 @@ pub fn release_free_memory() {
     }
 }
 
+/// Hands memory the process freed back to the system now. The binary's allocator (mimalloc)
+/// is told to keep freed pages for reuse (src/main.rs): right for a training step's buffers,
+/// wrong for a one-off buffer of gigabytes, such as the decoded faces once they are cached.
+pub fn return_freed_memory() {
+    // SAFETY: a plain call into the allocator; it takes no pointers.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 /// Keeps the training step's large, short-lived buffers (tens of MB each, freed every step)
 /// on the heap for reuse. glibc would otherwise map and unmap each one, and measured on the
 /// CPU backend, the page faults and TLB shootdowns that causes took ~20% of a step.

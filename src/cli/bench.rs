@@ -5,7 +5,7 @@ use clap::Args;
 
 use crate::backend::{self, Autodiff, BackendChoice};
 use crate::bench;
-use crate::config::{GanLoop, Preset};
+use crate::config::{Crop, CropRule, GanLoop, Preset};
 use crate::with_backend;
 
 /// Measure loading, training-step and sampling speed (medians of several runs).
@@ -43,6 +43,12 @@ pub struct BenchArgs {
     /// (CPU backend only).
     #[arg(long, alias = "gemm")]
     pub profile: bool,
+    /// Side of the faces in pixels (32, 64 or 128): the networks and the decoded faces.
+    #[arg(long, value_name = "PIXELS", default_value_t = 64)]
+    pub image_size: usize,
+    /// What part of each picture the loading benchmarks cut (default: as `train` chooses).
+    #[arg(long, value_enum, value_name = "CROP")]
+    pub crop: Option<CropRule>,
     /// Print one JSON object per measurement on stdout.
     #[arg(long)]
     pub json: bool,
@@ -55,6 +61,10 @@ pub(super) fn bench_command(args: BenchArgs) -> Result<()> {
     let mut config = args.preset.config();
     config.batch_size = args.batch_size as usize;
     config.gan_loop = args.gan_loop;
+    config.image_size = args.image_size;
+    if let Some(crop) = args.crop {
+        config.data.crop = Crop::Rule(crop);
+    }
     config.validate().context("invalid benchmark settings")?;
     let parts = if args.only.is_empty() {
         let mut p = if args.data.is_some() {

@@ -6,7 +6,7 @@
 //! and the name changes, so a stale cache is never read; it is simply not found.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -87,11 +87,19 @@ pub fn load(dir: &Path, key: &CacheKey) -> Result<Option<Faces>> {
     }
 }
 
+/// Maps the file rather than reading it: training then reads the faces from the system's
+/// page cache, which can give pages back under memory pressure and read them again, so a set
+/// larger than the free memory (full CelebA at 128 pixels, ~10 GB) still trains. A cache file
+/// is only ever replaced by renaming a complete new one over it, never changed in place, so
+/// the mapped bytes stay the ones checked here.
 fn read(file: File, key: &CacheKey) -> std::io::Result<Faces> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut header = [0u8; 32];
-    r.read_exact(&mut header)?;
+    // SAFETY: see above; the file is opened read-only and the map is read-only.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let header: &[u8; 32] = map
+        .get(..32)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| bad("cut short"))?;
     let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
     if &header[..8] != MAGIC || word(8) != key.hash {
         return Err(bad("not a face cache for these files"));
@@ -100,23 +108,18 @@ fn read(file: File, key: &CacheKey) -> std::io::Result<Faces> {
     if faces > key.files {
         return Err(bad("more faces than files"));
     }
-    // Read straight into the one buffer training uses: peak memory stays at one copy.
-    let mut pixels = vec![0u8; faces * super::face_bytes(key.side)];
-    r.read_exact(&mut pixels)?;
-    let mut skipped = vec![0u8; skipped_len];
-    r.read_exact(&mut skipped)?;
-    let mut crc = [0u8; 4];
-    r.read_exact(&mut crc)?;
-    let mut h = crc32fast::Hasher::new();
-    h.update(&header);
-    h.update(&pixels);
-    h.update(&skipped);
-    if h.finalize() != u32::from_le_bytes(crc) {
+    let pixels = 32..32 + faces * super::face_bytes(key.side);
+    let skipped = pixels.end..pixels.end + skipped_len;
+    if map.len() != skipped.end + 4 {
+        return Err(bad("cut short or too long"));
+    }
+    let crc = u32::from_le_bytes(map[skipped.end..].try_into().expect("4 bytes"));
+    if crc32fast::hash(&map[..skipped.end]) != crc {
         return Err(bad("checksum mismatch"));
     }
     let skipped: Vec<(String, String)> =
-        serde_json::from_slice(&skipped).map_err(|_| bad("damaged skipped-file list"))?;
-    let mut out = Faces::from_pixels(pixels, key.side);
+        serde_json::from_slice(&map[skipped]).map_err(|_| bad("damaged skipped-file list"))?;
+    let mut out = Faces::mapped(map, pixels, key.side);
     out.skipped = skipped
         .into_iter()
         .map(|(p, why)| (PathBuf::from(p), why))
@@ -169,8 +172,19 @@ pub fn load_or_decode(
     let faces = super::load_faces(images, prep)?;
     if let Err(e) = store(dir, &key, &faces) {
         eprintln!("warning: could not cache the decoded faces ({e:#}); the next run decodes again");
+        return Ok((faces, false));
     }
-    Ok((faces, false))
+    // Train from the mapped file just written: the decoded copy's memory goes back to the
+    // system first, so the faces are never held twice.
+    drop(faces);
+    crate::progress::return_freed_memory();
+    match load(dir, &key)? {
+        Some(mapped) => Ok((mapped, false)),
+        None => {
+            eprintln!("warning: the face cache just written cannot be read back; decoding again without it");
+            Ok((super::load_faces(images, prep)?, false))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +256,23 @@ mod tests {
         assert!(load(&cache, &key).unwrap().is_none());
         std::fs::write(&path, &bytes[..50]).unwrap();
         assert!(load(&cache, &key).unwrap().is_none());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn decoded_faces_are_trained_from_the_mapped_cache() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/faces");
+        let mut images = ImageList::open(&dir).unwrap();
+        images.truncate(8);
+        let prep = prep(Crop::Rule(CropRule::Celeba), ResizeFilter::Bicubic, 32);
+        let decoded = crate::data::load_faces(&images, &prep).unwrap();
+        let tmp = std::env::temp_dir().join(format!("dcgan-cache-map-{}", std::process::id()));
+        let (first, hit) = load_or_decode(Some(&tmp), &images, &prep).unwrap();
+        assert!(!hit && first.is_mapped(), "decoded, cached, then mapped");
+        let (again, hit) = load_or_decode(Some(&tmp), &images, &prep).unwrap();
+        assert!(hit && again.is_mapped());
+        assert!(first.pixels() == decoded.pixels() && again.pixels() == decoded.pixels());
+        assert_eq!((again.len(), again.side()), (8, 32));
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

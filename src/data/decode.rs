@@ -77,11 +77,9 @@ pub fn load_faces(images: &ImageList, prep: &Preprocess) -> Result<Faces> {
             prep.crop.describe()
         );
     }
-    Ok(Faces {
-        pixels,
-        side: prep.size,
-        skipped,
-    })
+    let mut faces = Faces::from_pixels(pixels, prep.size);
+    faces.skipped = skipped;
+    Ok(faces)
 }
 
 /// One file to one RGB face, or a one-line reason it cannot be used.

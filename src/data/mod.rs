@@ -30,9 +30,30 @@ pub fn face_bytes(side: usize) -> usize {
     side * side * 3
 }
 
+/// Where the faces' bytes live: decoded in memory, or in a mapped face cache file, whose
+/// pages the system can drop and read again under memory pressure (full CelebA at 128 pixels
+/// is ~10 GB).
+enum Pixels {
+    Owned(Vec<u8>),
+    Mapped {
+        map: memmap2::Mmap,
+        range: std::ops::Range<usize>,
+    },
+}
+
+impl std::ops::Deref for Pixels {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Pixels::Owned(v) => v,
+            Pixels::Mapped { map, range } => &map[range.clone()],
+        }
+    }
+}
+
 /// Decoded faces, `len()` of them, each `side` x `side` of row-major RGB.
 pub struct Faces {
-    pixels: Vec<u8>,
+    pixels: Pixels,
     side: usize,
     /// Files that could not be used, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
@@ -42,10 +63,25 @@ impl Faces {
     pub fn from_pixels(pixels: Vec<u8>, side: usize) -> Self {
         assert_eq!(pixels.len() % face_bytes(side), 0);
         Self {
-            pixels,
+            pixels: Pixels::Owned(pixels),
             side,
             skipped: Vec::new(),
         }
+    }
+
+    /// The faces at `range` of a mapped cache file.
+    fn mapped(map: memmap2::Mmap, range: std::ops::Range<usize>, side: usize) -> Self {
+        assert_eq!(range.len() % face_bytes(side), 0);
+        Self {
+            pixels: Pixels::Mapped { map, range },
+            side,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Whether the faces are read from a mapped cache file rather than held in memory.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.pixels, Pixels::Mapped { .. })
     }
     pub fn len(&self) -> usize {
         self.pixels.len() / face_bytes(self.side)

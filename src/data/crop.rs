@@ -1,6 +1,7 @@
 //! How a photo becomes a face: which part of it is cut (the crop rule), how it is resized,
 //! and to what size; and the choice `--crop auto` makes from the photos' sizes.
 
+use anyhow::{bail, Result};
 use rayon::prelude::*;
 
 use super::source::ImageList;
@@ -93,4 +94,26 @@ pub fn choose_crop(images: &ImageList) -> CropChoice {
             ),
         },
     }
+}
+
+/// Refuses a crop that none of the first few readable images can give before any decoding:
+/// their headers say how large the pictures are.
+pub fn check_crop_fits(images: &ImageList, prep: &Preprocess) -> Result<()> {
+    let sizes: Vec<(usize, (u32, u32))> = (0..images.len())
+        .filter_map(|i| Some((i, images.dimensions(i).ok()?)))
+        .take(5)
+        .collect();
+    let fits = |(w, h): (u32, u32)| prep.crop.box_for(w, h, prep.size);
+    if let Some((first, size)) = sizes.first() {
+        if sizes.iter().all(|(_, s)| fits(*s).is_err()) {
+            let why = fits(*size).unwrap_err();
+            bail!(
+                "the crop ({}) does not fit the pictures: {}: {why}\n  \
+                 choose another with --crop (center or none), or set data.crop in the config",
+                prep.crop.describe(),
+                images.label(*first)
+            );
+        }
+    }
+    Ok(())
 }

@@ -11,13 +11,13 @@ use image::{ImageFormat, ImageReader, Limits, RgbImage};
 use rayon::prelude::*;
 
 use super::crop::Preprocess;
+use super::find::{read_image_file, MAX_DECODE_BYTES};
 use super::resize::Resampler;
 use super::Faces;
 use crate::progress;
 
 /// Larger than any photo a face set holds; a header claiming more is refused before decoding.
 const MAX_SIDE: u32 = 16_384;
-const MAX_DECODE_BYTES: u64 = 512 << 20;
 const MAX_WARNINGS: usize = 10;
 
 /// Decodes `images` on all cores. Unusable files are skipped with a warning (the first ten
@@ -118,17 +118,6 @@ impl Resizer {
         resampler.apply(img.as_raw(), w as usize, h as usize, out);
         Ok(())
     }
-}
-
-/// An image file's bytes, refusing one too large to be a face photo before reading it.
-pub(super) fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| format!("cannot open: {e}"))?
-        .len();
-    if size > MAX_DECODE_BYTES {
-        return Err(format!("file is {size} bytes, too large for a face photo"));
-    }
-    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
 }
 
 /// One image's bytes to one face in `out`, with the resize coefficients computed once per load.

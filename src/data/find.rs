@@ -3,10 +3,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use super::crop::Preprocess;
-use super::source::ImageList;
-
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+/// Larger than any picture file a face set holds: refused before it is read or decoded.
+pub(super) const MAX_DECODE_BYTES: u64 = 512 << 20;
 
 /// Every `*.jpg`, `*.jpeg` and `*.png` (any case) under `dir`, recursively, sorted by path, so
 /// Kaggle's nested `img_align_celeba/img_align_celeba/` works and runs are repeatable.
@@ -69,35 +68,13 @@ pub(super) fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-/// Refuses a crop that none of the first few readable images can give before any decoding:
-/// their headers say how large the pictures are.
-pub fn check_crop_fits(images: &ImageList, prep: &Preprocess) -> Result<()> {
-    let sizes: Vec<(usize, (u32, u32))> = (0..images.len())
-        .filter_map(|i| Some((i, images.dimensions(i).ok()?)))
-        .take(5)
-        .collect();
-    let fits = |(w, h): (u32, u32)| prep.crop.box_for(w, h, prep.size);
-    if let Some((first, size)) = sizes.first() {
-        if sizes.iter().all(|(_, s)| fits(*s).is_err()) {
-            let why = fits(*size).unwrap_err();
-            bail!(
-                "the crop ({}) does not fit the pictures: {}: {why}\n  \
-                 choose another with --crop (center or none), or set data.crop in the config",
-                prep.crop.describe(),
-                images.label(*first)
-            );
-        }
+/// An image file's bytes, refusing one too large to be a face photo before reading it.
+pub(super) fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot open: {e}"))?
+        .len();
+    if size > MAX_DECODE_BYTES {
+        return Err(format!("file is {size} bytes, too large for a face photo"));
     }
-    Ok(())
-}
-
-/// CRC-32 of the image list, relative to its folder or archive: identifies the data a run
-/// trained on, wherever the folder was moved.
-pub fn list_crc32(images: &ImageList) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    for rel in images.relative_names() {
-        h.update(rel.as_os_str().as_encoded_bytes());
-        h.update(b"\0");
-    }
-    h.finalize()
+    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
 }

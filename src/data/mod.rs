@@ -16,12 +16,12 @@ mod source;
 pub mod zip;
 
 pub use batcher::FaceBatcher;
-pub use crop::{choose_crop, CropChoice, Preprocess, CELEBA_SIZE};
+pub use crop::{check_crop_fits, choose_crop, CropChoice, Preprocess, CELEBA_SIZE};
 pub use decode::{face_from_rgb, load_face, load_faces};
-pub use find::{check_crop_fits, find_images, list_crc32};
+pub use find::find_images;
 pub use grid::{encode_png, grid, to_faces, write_grid, write_png};
 pub use partition::Split;
-pub use source::ImageList;
+pub use source::{list_crc32, ImageList};
 
 use std::path::PathBuf;
 

@@ -7,8 +7,7 @@ use std::time::UNIX_EPOCH;
 use anyhow::{bail, Context, Result};
 use image::ImageReader;
 
-use super::decode::read_image_file;
-use super::find::{find_images, has_image_extension};
+use super::find::{find_images, has_image_extension, read_image_file};
 use super::partition::{Partition, Split, FILE_NAMES};
 use super::zip::ZipArchive;
 
@@ -288,6 +287,17 @@ impl ImageList {
         }
         Ok(None)
     }
+}
+
+/// CRC-32 of the image list, relative to its folder or archive: identifies the data a run
+/// trained on, wherever the folder was moved.
+pub fn list_crc32(images: &ImageList) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for rel in images.relative_names() {
+        h.update(rel.as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+    }
+    h.finalize()
 }
 
 fn header_size<R: std::io::BufRead + std::io::Seek>(

@@ -1,3 +1,5 @@
+//! The `dcgan` binary: the allocator's settings, then the command line.
+
 use std::process::ExitCode;
 
 use clap::Parser;

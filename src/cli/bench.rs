@@ -1,3 +1,5 @@
+//! `dcgan bench`: its flags, and the settings they give the benchmarks in `bench.rs`.
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};

@@ -1,3 +1,5 @@
+//! `dcgan eval`: its flags, and the report on the terminal or as JSON.
+
 use std::path::PathBuf;
 
 use anyhow::Result;

@@ -1,3 +1,5 @@
+//! `dcgan export`: a checkpoint's network as a PyTorch state dict in safetensors.
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};

@@ -1,3 +1,5 @@
+//! `dcgan plot`: the loss chart of a run, or the animated GIF of its preview grids.
+
 use std::path::PathBuf;
 
 use anyhow::Result;

@@ -1,3 +1,5 @@
+//! `dcgan sample`: its flags for grids, single faces and interpolations.
+
 use std::path::PathBuf;
 
 use anyhow::Result;

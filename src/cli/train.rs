@@ -1,3 +1,6 @@
+//! `dcgan train`: its flags, the config they resolve to, what a resume may and may not
+//! change, and the run from choosing the data to the last checkpoint.
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -1,3 +1,5 @@
+//! u8 faces to the normalised float batches the networks take.
+
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;

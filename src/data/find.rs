@@ -1,3 +1,5 @@
+//! Finding the pictures in a folder, and reading one picture file's bytes.
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 

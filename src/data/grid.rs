@@ -1,3 +1,5 @@
+//! Generator output to u8 faces, and faces to PNG grids.
+
 use std::io::Cursor;
 use std::path::Path;
 

@@ -1,3 +1,6 @@
+//! Scoring G during training (`--swd-every`): SWD on fixed noise against fixed real faces,
+//! `metrics.jsonl` and the best generator so far.
+
 use anyhow::Result;
 
 use super::swd::{swd, SwdConfig};

@@ -1,3 +1,6 @@
+//! BatchNorm with the mode (training, inference, frozen) chosen by the caller, fused with the
+//! LeakyReLU before it, on each backend's layers.
+
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};

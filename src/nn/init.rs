@@ -1,3 +1,6 @@
+//! The weight initialisers (Keras's Glorot-uniform, the DCGAN paper's N(0, 0.02)), drawn on
+//! the host from the run's seed.
+
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;

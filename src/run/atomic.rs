@@ -1,3 +1,5 @@
+//! Writes that a crash cannot leave half done: a temporary file, fsync, rename.
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;

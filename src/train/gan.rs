@@ -1,3 +1,6 @@
+//! One GAN training step on both networks and their optimisers, in the notebook's or the
+//! paper's order, and the networks' state as checkpoint records.
+
 use anyhow::Result;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;

@@ -219,6 +219,31 @@ fn sizes_train_resume_sample_export(size: usize) {
     assert!(err.contains("--image-size 64 does not match"), "{err}");
 
     let g = straight.join("g.mpk");
+    // eval scores at the run's size: SWD levels from the size down to 16 pixels.
+    let json = dcgan_stdout(&[
+        "eval",
+        "--ckpt",
+        p(&g),
+        "--real",
+        p(&faces_dir()),
+        "--n",
+        "64",
+        "--json",
+        "--backend",
+        "cpu",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let levels: Vec<u64> = report["swd_levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l[0].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = std::iter::successors(Some(size as u64), |s| Some(s / 2))
+        .take_while(|s| *s >= 16)
+        .collect();
+    assert_eq!(levels, want);
+    assert_eq!(report["copy"]["train_faces"], 16);
     let from_mpk = sample_cpu(&g, &tmp.path().join("a.png"), &["--n", "4", "--seed", "5"]);
     assert_eq!(
         from_mpk.dimensions(),

@@ -6,13 +6,14 @@ mod export;
 mod plot;
 mod sample;
 mod train;
+mod train_args;
 
 pub use bench::BenchArgs;
 pub use eval::EvalArgs;
 pub use export::ExportArgs;
 pub use plot::PlotArgs;
 pub use sample::SampleArgs;
-pub use train::TrainArgs;
+pub use train_args::TrainArgs;
 
 use std::process::ExitCode;
 

@@ -52,35 +52,12 @@ pub fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Hands freed heap pages back to the OS. glibc keeps them in per-thread arenas, so without
-/// this the resident size of a long run creeps up with allocator fragmentation although
-/// nothing is leaked; once per epoch it costs nothing measurable.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns unused memory to the kernel; it takes no pointers.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Hands memory the process freed back to the system now. The binary's allocator (mimalloc)
 /// is told to keep freed pages for reuse (src/main.rs): right for a training step's buffers,
 /// wrong for a one-off buffer of gigabytes, such as the decoded faces once they are cached.
 pub fn return_freed_memory() {
     // SAFETY: a plain call into the allocator; it takes no pointers.
     unsafe { libmimalloc_sys::mi_collect(true) }
-}
-
-/// Keeps the training step's large, short-lived buffers (tens of MB each, freed every step)
-/// on the heap for reuse. glibc would otherwise map and unmap each one, and measured on the
-/// CPU backend, the page faults and TLB shootdowns that causes took ~20% of a step.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds; called before any threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
 }
 
 pub fn human_secs(s: f64) -> String {

@@ -20,7 +20,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::progress;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,7 +49,6 @@ pub const INTERRUPTED: u8 = 130;
 
 /// Runs one subcommand; the exit code says whether it finished or was interrupted.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    progress::tune_allocator();
     let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
         Command::Train(args) => train::train_command(args),

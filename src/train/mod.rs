@@ -339,7 +339,6 @@ pub fn train<B: TrainBackend>(
         let scored = ctx.finish_epoch(&gan, (&mut tracker, &mut board), &preview, epoch, step)?;
         ctx.commit(&gan, &mut board, step)?;
         last_checkpoint = Instant::now();
-        progress::release_free_memory();
         let per_step = started.elapsed().as_secs_f64() / (step - first_step) as f64;
         print_epoch(
             cfg,

@@ -11,23 +11,6 @@ fn train_small(out: &std::path::Path, epochs: &str, extra: &[&str]) -> String {
     dcgan_ok(&small_train_args(out, epochs, extra))
 }
 
-/// `dcgan eval` of a generator against 64 of the committed faces, as JSON.
-fn eval_64(ckpt: &std::path::Path) -> serde_json::Value {
-    let out = dcgan_stdout(&[
-        "eval",
-        "--ckpt",
-        p(ckpt),
-        "--real",
-        p(&faces_dir()),
-        "--n",
-        "64",
-        "--json",
-        "--backend",
-        "cpu",
-    ]);
-    serde_json::from_str(out.trim()).unwrap()
-}
-
 #[test]
 fn train_sample_plot_end_to_end() {
     let tmp = tempdir().unwrap();

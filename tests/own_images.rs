@@ -220,19 +220,7 @@ fn sizes_train_resume_sample_export(size: usize) {
 
     let g = straight.join("g.mpk");
     // eval scores at the run's size: SWD levels from the size down to 16 pixels.
-    let json = dcgan_stdout(&[
-        "eval",
-        "--ckpt",
-        p(&g),
-        "--real",
-        p(&faces_dir()),
-        "--n",
-        "64",
-        "--json",
-        "--backend",
-        "cpu",
-    ]);
-    let report: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let report = eval_64(&g);
     let levels: Vec<u64> = report["swd_levels"]
         .as_array()
         .unwrap()

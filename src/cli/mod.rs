@@ -20,7 +20,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-
 #[derive(Parser, Debug)]
 #[command(
     name = "dcgan",

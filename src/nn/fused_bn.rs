@@ -29,19 +29,20 @@ use cubecl::{calculate_cube_count_elemwise, CubeCount, CubeDim};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 
+use super::LEAKY_SLOPE;
+
 /// Threads per channel in the reduction kernels (a power of two).
 const THREADS: u32 = 256;
 
-/// The notebook's LeakyReLU: max(v, 0.2 v) is exact for a slope below 1 (`layer::LEAKY_SLOPE`;
-/// the tests against burn's ops would catch a drift between the two).
+/// The notebook's LeakyReLU: max(v, slope v) is exact for a slope below 1.
 #[cube]
 fn leaky(v: f32) -> f32 {
-    f32::max(v, v * 0.2)
+    f32::max(v, v * LEAKY_SLOPE)
 }
 
 #[cube]
 fn leaky_slope(v: f32) -> f32 {
-    select(v > 0.0, 1.0, 0.2)
+    select(v > 0.0, 1.0, LEAKY_SLOPE)
 }
 
 /// Sum of one value per thread over the cube, returned to every thread.

@@ -27,8 +27,7 @@ use super::fused_bn::FusedBn;
 use super::gemm;
 use crate::config::Output;
 
-/// The notebook's LeakyReLU slope (Keras's default is 0.3; the notebook sets 0.2).
-pub const LEAKY_SLOPE: f32 = 0.2;
+pub use super::LEAKY_SLOPE;
 
 fn down_options() -> ConvOptions<2> {
     ConvOptions::new([2, 2], [1, 1], [1, 1], 1)

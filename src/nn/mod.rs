@@ -26,6 +26,10 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 
+/// The notebook's LeakyReLU slope (Keras's default is 0.3; the notebook sets 0.2), for the
+/// CPU layers, burn's ops and the GPU kernels alike.
+pub const LEAKY_SLOPE: f32 = 0.2;
+
 /// How BatchNorm and Dropout behave in one forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

@@ -45,6 +45,23 @@ pub fn dcgan_stdout(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
+/// `dcgan eval` of a generator against 64 of the committed faces, as JSON.
+pub fn eval_64(ckpt: &Path) -> serde_json::Value {
+    let out = dcgan_stdout(&[
+        "eval",
+        "--ckpt",
+        p(ckpt),
+        "--real",
+        p(&faces_dir()),
+        "--n",
+        "64",
+        "--json",
+        "--backend",
+        "cpu",
+    ]);
+    serde_json::from_str(out.trim()).unwrap()
+}
+
 /// Runs dcgan expecting failure; returns stderr after checking it is a clean error.
 pub fn dcgan_err(args: &[&str]) -> String {
     let out = dcgan(args);

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use super::train_args::{self as train_flags, TrainArgs};
+use super::train_args::{self, TrainArgs};
 use crate::backend::{self, Autodiff, Resolved};
 use crate::config::{Preset, TrainingConfig};
 use crate::data::{self, cache, Faces, ImageList, Preprocess, Split};
@@ -39,7 +39,7 @@ impl TrainArgs {
         if let Some(v) = self.epochs {
             cfg.epochs = v;
         }
-        train_flags::apply_all(self, cfg);
+        train_args::apply_all(self, cfg);
     }
 
     /// The checkpoint's config with --epochs applied, after checking that every other flag
@@ -47,13 +47,13 @@ impl TrainArgs {
     /// continues the run, and a changed setting is refused rather than silently ignored.
     fn resume_config(&self, manifest: &Manifest) -> Result<TrainingConfig> {
         let saved = &manifest.config;
-        if let Some((flag, given, then)) = train_flags::first_changed(self, saved) {
+        if let Some((flag, given, then)) = train_args::first_changed(self, saved) {
             same(flag, Some(given), then)?;
         }
         if let Some(mut base) = self.base_config()? {
             // Every field a flag sets was checked above; the rest must match the file or preset.
             base.epochs = saved.epochs;
-            train_flags::copy_flag_fields(&mut base, saved);
+            train_args::copy_flag_fields(&mut base, saved);
             let flag = match (&self.config, self.preset) {
                 (Some(path), _) => format!("--config {}", path.display()),
                 (None, preset) => format!("--preset {}", preset.unwrap_or_default().name()),

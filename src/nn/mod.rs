@@ -5,6 +5,7 @@
 //! autodiff backend" rule, because the notebook's G step runs D *frozen*: Keras sets
 //! `trainable = False`, which puts BatchNorm in inference mode while Dropout stays active.
 
+mod autodiff;
 mod batch_norm;
 pub mod check;
 pub mod cpu;

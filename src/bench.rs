@@ -136,16 +136,19 @@ pub fn run<B: TrainBackend>(s: &BenchSettings, device: &B::Device) -> Result<Vec
         (None, true) => bail!("--only load/cache needs --data DIR, a folder of face photos"),
         (None, false) => ImageList::files(Path::new("."), Vec::new()),
     };
+    // `auto` is resolved (its headers read) once, for both loading benchmarks.
+    let prep = needs_files.then(|| Preprocess::resolve(&s.config, &files));
     let mut out = Vec::new();
     let mut loaded: Option<Faces> = None;
     // Always in this order: the step and sampling use the faces loading just decoded.
     let parts = [Part::Load, Part::Cache, Part::Step, Part::Sample];
     for part in parts.iter().filter(|p| s.parts.contains(p)) {
-        let m = match part {
-            Part::Load => bench_load(s, &files, &mut loaded)?,
-            Part::Cache => bench_cache(s, &files, &mut loaded)?,
-            Part::Step => bench_step::<B>(s, loaded.as_ref(), device)?,
-            Part::Sample => bench_sample::<B>(s, device)?,
+        let m = match (part, &prep) {
+            (Part::Load, Some(prep)) => bench_load(s, &files, prep, &mut loaded)?,
+            (Part::Cache, Some(prep)) => bench_cache(s, &files, prep, &mut loaded)?,
+            (Part::Load | Part::Cache, None) => unreachable!("the loading parts resolve a crop"),
+            (Part::Step, _) => bench_step::<B>(s, loaded.as_ref(), device)?,
+            (Part::Sample, _) => bench_sample::<B>(s, device)?,
         };
         out.push(m);
     }
@@ -155,10 +158,10 @@ pub fn run<B: TrainBackend>(s: &BenchSettings, device: &B::Device) -> Result<Vec
 fn bench_load(
     s: &BenchSettings,
     files: &ImageList,
+    prep: &Preprocess,
     loaded: &mut Option<Faces>,
 ) -> Result<Measurement> {
-    let prep = Preprocess::resolve(&s.config, files);
-    let (runs, faces) = repeat(s, |_| data::load_faces(files, &prep))?;
+    let (runs, faces) = repeat(s, |_| data::load_faces(files, prep))?;
     *loaded = Some(faces);
     let m = measurement("load", "cpu", None, Some(files.len()), runs, files.len());
     report(&m, &format!("load    {} files", files.len()));
@@ -168,14 +171,14 @@ fn bench_load(
 fn bench_cache(
     s: &BenchSettings,
     files: &ImageList,
+    prep: &Preprocess,
     loaded: &mut Option<Faces>,
 ) -> Result<Measurement> {
-    let prep = Preprocess::resolve(&s.config, files);
     let dir = tempfile_dir()?;
-    let key = cache::CacheKey::new(files, &prep)?;
+    let key = cache::CacheKey::new(files, prep)?;
     let faces = match loaded.take() {
         Some(f) => f,
-        None => data::load_faces(files, &prep)?,
+        None => data::load_faces(files, prep)?,
     };
     cache::store(&dir, &key, &faces)?;
     let (runs, hit) = repeat(s, |_| {

@@ -34,18 +34,22 @@ impl Preprocess {
     /// The config's crop, filter and size, with `auto` resolved on `images` (saying what it
     /// chose and why on the first line of output).
     pub fn resolve(cfg: &TrainingConfig, images: &ImageList) -> Self {
-        let mut cfg = cfg.clone();
-        if cfg.data.crop == Crop::Rule(CropRule::Auto) {
+        let mut crop = cfg.data.crop;
+        if crop == Crop::Rule(CropRule::Auto) {
             let choice = choose_crop(images);
             eprintln!("crop: {} ({})", choice.crop.describe(), choice.why);
-            cfg.data.crop = choice.crop;
+            crop = choice.crop;
         }
-        Self::of(&cfg)
+        Self {
+            crop,
+            filter: cfg.data.filter,
+            size: cfg.image_size,
+        }
     }
 
     /// Bytes of one face: `size` x `size` RGB.
     pub fn face_bytes(&self) -> usize {
-        self.size * self.size * 3
+        super::face_bytes(self.size)
     }
 
     /// The one box every photo is cut with, when the crop does not depend on the photo.

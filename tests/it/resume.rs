@@ -1,17 +1,15 @@
 //! Runs that survive: exact resume after Ctrl-C, SIGKILL at random moments, a failing disk,
 //! divergence, and damaged checkpoints — all on the CPU backend with a few dozen real faces.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use burn::backend::Flex;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use common::*;
 use dcgan::config::TrainingConfig;
 use dcgan::run as checkpoint;
 use dcgan::run::{read_losses, LossRow};

@@ -1,12 +1,10 @@
 //! Messy data folders and bad arguments: every case gets a clear one-line reason, good
 //! images keep training, and bad arguments are refused before any work starts.
 
-mod common;
-
 use std::path::Path;
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 use image::{ImageBuffer, Luma, Rgb, RgbImage};
 
 /// A PNG whose header claims 100,000 x 100,000 pixels (30 GB decoded) and holds none.

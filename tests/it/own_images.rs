@@ -1,11 +1,9 @@
 //! Beyond CelebA at 64 pixels: a folder of the user's own pictures in any size and colour
 //! mode, and faces of 32 and 128 pixels through training, resume, sampling and export.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use dcgan::config::{Crop, CropRule, ResizeFilter};
 use dcgan::data::{load_faces, ImageList, Preprocess};
 use dcgan::run::read_losses;

@@ -1,9 +1,7 @@
 //! End to end on the CPU backend: train on real faces, then sample and plot, and open every
 //! file that was written.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dcgan::run::read_losses;
 use image::GenericImageView;
 

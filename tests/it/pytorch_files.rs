@@ -1,11 +1,9 @@
 //! PyTorch's own `.pt` files, written by `torch.save` (`tests/reference/pytorch_files.py`),
 //! read through burn's importer: the values of both of its formats, and the refusals.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{dcgan, p, small_train_args};
+use crate::common::{dcgan, p, small_train_args};
 use dcgan::run::read_state_dict;
 
 fn fixture(name: &str) -> PathBuf {

@@ -4,6 +4,7 @@
 //! resized to the run's size (64x64: 12,288 bytes a face) and kept as RGB u8 in one
 //! contiguous buffer; floats exist only one batch at a time.
 
+mod archive;
 mod batcher;
 pub mod cache;
 mod crop;
@@ -13,7 +14,6 @@ mod grid;
 pub mod partition;
 pub mod resize;
 mod source;
-pub mod zip;
 
 pub use batcher::FaceBatcher;
 pub use crop::{check_crop_fits, choose_crop, CropChoice, Preprocess, CELEBA_SIZE};

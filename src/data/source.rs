@@ -7,15 +7,15 @@ use std::time::UNIX_EPOCH;
 use anyhow::{bail, Context, Result};
 use image::ImageReader;
 
+use super::archive::Archive;
 use super::find::{find_images, has_image_extension, read_image_file};
 use super::partition::{Partition, Split, FILE_NAMES};
-use super::zip::ZipArchive;
 
 /// Where the images live.
 #[derive(Clone, Debug)]
 enum Source {
     Dir(PathBuf),
-    Zip(ZipArchive),
+    Zip(Archive),
 }
 
 /// A sorted list of images, each readable as bytes. Members of an archive come in the order
@@ -25,7 +25,7 @@ pub struct ImageList {
     source: Source,
     /// Full paths for a folder, member names for an archive.
     names: Vec<PathBuf>,
-    /// For an archive, each name's index in its entry list (looked up once, not per read).
+    /// For an archive, each name's member index (looked up once, not per read).
     entries: Vec<usize>,
 }
 
@@ -39,12 +39,10 @@ impl ImageList {
             );
         }
         if path.is_file() && has_zip_extension(path) {
-            let zip = ZipArchive::open(path)?;
+            let zip = Archive::open(path)?;
             let mut members: Vec<(PathBuf, usize)> = zip
-                .entries()
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (PathBuf::from(&e.name), i))
+                .files()
+                .map(|(i, name)| (PathBuf::from(name), i))
                 .filter(|(n, _)| has_image_extension(n))
                 .collect();
             if members.is_empty() {
@@ -122,7 +120,7 @@ impl ImageList {
     pub fn read(&self, i: usize) -> Result<Vec<u8>, String> {
         match &self.source {
             Source::Dir(_) => read_image_file(&self.names[i]),
-            Source::Zip(zip) => zip.read(&zip.entries()[self.entries[i]]),
+            Source::Zip(zip) => zip.read(self.entries[i]),
         }
     }
 
@@ -134,7 +132,7 @@ impl ImageList {
                 let reader = ImageReader::new(std::io::BufReader::new(file));
                 return header_size(reader.with_guessed_format());
             }
-            Source::Zip(zip) => zip.read(&zip.entries()[self.entries[i]])?,
+            Source::Zip(zip) => zip.read(self.entries[i])?,
         };
         header_size(ImageReader::new(std::io::Cursor::new(reader)).with_guessed_format())
     }
@@ -156,7 +154,8 @@ impl ImageList {
     }
 
     /// Feeds what identifies the images' contents without reading them: each file's path,
-    /// size and modification time, or the archive's with each member's name, size and CRC.
+    /// size and modification time, or the archive's with each member's name (the archive's
+    /// size and time change with any member).
     pub fn stamp(&self, write: &mut dyn FnMut(&[u8])) {
         let mut stat = |path: &Path| {
             let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
@@ -179,11 +178,8 @@ impl ImageList {
             Source::Dir(_) => self.names.iter().for_each(|f| stat(f)),
             Source::Zip(zip) => {
                 stat(zip.path());
-                for (name, &i) in self.names.iter().zip(&self.entries) {
-                    let entry = &zip.entries()[i];
+                for name in &self.names {
                     write(name.as_os_str().as_encoded_bytes());
-                    write(&entry.size.to_le_bytes());
-                    write(&entry.crc32.to_le_bytes());
                 }
             }
         }
@@ -255,15 +251,15 @@ impl ImageList {
     /// archive's own folder, or up to two folders above (Kaggle nests the images twice).
     fn find_partition(&self) -> Result<Option<(Partition, String)>> {
         if let Source::Zip(zip) = &self.source {
-            let member = zip.entries().iter().find(|e| {
+            let member = zip.files().find(|(_, name)| {
                 FILE_NAMES
                     .iter()
-                    .any(|f| Path::new(&e.name).file_name() == Some(f.as_ref()))
+                    .any(|f| Path::new(name).file_name() == Some(f.as_ref()))
             });
-            if let Some(entry) = member {
-                let origin = format!("{}:{}", zip.path().display(), entry.name);
+            if let Some((index, name)) = member {
+                let origin = format!("{}:{name}", zip.path().display());
                 let bytes = zip
-                    .read(entry)
+                    .read(index)
                     .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
                 let text = String::from_utf8_lossy(&bytes);
                 return Ok(Some((Partition::parse(&text, &origin)?, origin)));
@@ -310,152 +306,4 @@ fn header_size<R: std::io::BufRead + std::io::Seek>(
 fn has_zip_extension(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Crop, CropRule, ResizeFilter};
-    use crate::data::zip::testzip::{write_zip, TempFile, ZipOpts};
-    use crate::data::{load_faces, Preprocess};
-
-    fn faces_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/faces")
-    }
-
-    fn prep() -> Preprocess {
-        Preprocess {
-            crop: Crop::Rule(CropRule::Celeba),
-            filter: ResizeFilter::Bicubic,
-            size: 64,
-        }
-    }
-
-    fn pixels(images: &ImageList) -> Vec<u8> {
-        load_faces(images, &prep()).unwrap().pixels().to_vec()
-    }
-
-    /// The committed faces as zip members under `prefix`, in a shuffled order.
-    fn members(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
-        let files = find_images(&faces_dir()).unwrap();
-        let mut m: Vec<(String, Vec<u8>)> = files[..n]
-            .iter()
-            .map(|f| {
-                let name = f.file_name().unwrap().to_string_lossy();
-                (format!("{prefix}{name}"), std::fs::read(f).unwrap())
-            })
-            .collect();
-        m.reverse(); // an archive need not list its members sorted
-        m
-    }
-
-    fn zip_of(tmp: &TempFile, members: &[(String, Vec<u8>)], opts: ZipOpts) {
-        let refs: Vec<(&str, &[u8])> = members
-            .iter()
-            .map(|(n, b)| (n.as_str(), b.as_slice()))
-            .collect();
-        write_zip(tmp.path(), &refs, opts);
-    }
-
-    #[test]
-    fn a_zip_gives_the_faces_of_its_unpacked_folder_byte_for_byte() {
-        let folder = ImageList::open(&faces_dir()).unwrap();
-        let expected = pixels(&folder);
-        assert_eq!(expected.len(), 300 * crate::data::face_bytes(64));
-        // The official archive's layout, and Kaggle's (nested folder, streamed, ZIP64).
-        let layouts = [
-            ("img_align_celeba/", ZipOpts::default()),
-            (
-                "img_align_celeba/img_align_celeba/",
-                ZipOpts {
-                    deflate: true,
-                    data_descriptor: true,
-                    zip64: true,
-                },
-            ),
-        ];
-        for (prefix, opts) in layouts {
-            let tmp = TempFile::new("faces.zip");
-            zip_of(&tmp, &members(prefix, 300), opts);
-            let zipped = ImageList::open(tmp.path()).unwrap();
-            assert_eq!(zipped.len(), 300);
-            assert_eq!(pixels(&zipped), expected, "{prefix} {opts:?}");
-        }
-    }
-
-    #[test]
-    fn a_damaged_member_is_skipped_and_named() {
-        let m = members("img/", 6);
-        let tmp = TempFile::new("damaged.zip");
-        zip_of(&tmp, &m, ZipOpts::default());
-        // Flip one byte inside the third member's stored data, after the archive was written.
-        let (damaged, bytes) = &m[2];
-        let mut archive = std::fs::read(tmp.path()).unwrap();
-        let at = archive
-            .windows(64)
-            .position(|w| w == &bytes[1000..1064])
-            .unwrap();
-        archive[at] ^= 0x55;
-        std::fs::write(tmp.path(), archive).unwrap();
-        let faces = load_faces(&ImageList::open(tmp.path()).unwrap(), &prep()).unwrap();
-        assert_eq!(faces.len(), 5);
-        let (label, reason) = &faces.skipped[0];
-        let label = label.display().to_string();
-        assert!(label.ends_with(&format!(".zip:{damaged}")), "{label}");
-        assert!(reason.contains("CRC"), "{reason}");
-    }
-
-    #[test]
-    fn the_partition_file_selects_its_split() {
-        let tmp = TempFile::new("kaggle");
-        let images = tmp.path().join("img_align_celeba/img_align_celeba");
-        std::fs::create_dir_all(&images).unwrap();
-        let mut csv = String::from("image_id,partition\n");
-        for (i, (name, bytes)) in members("", 9).iter().enumerate() {
-            std::fs::write(images.join(name), bytes).unwrap();
-            csv.push_str(&format!("{name},{}\n", i % 3));
-        }
-        // Kaggle keeps the partition two folders above the images.
-        std::fs::write(tmp.path().join("list_eval_partition.csv"), &csv).unwrap();
-        let data = tmp.path().join("img_align_celeba");
-        let pick = |split| {
-            let (list, used) = ImageList::select(&data, split, Split::Train, None, None).unwrap();
-            let names: Vec<String> = list
-                .relative_names()
-                .map(|n| n.file_name().unwrap().to_string_lossy().into_owned())
-                .collect();
-            (names, used)
-        };
-        let wanted = |k: usize| -> Vec<String> {
-            let mut v: Vec<String> = csv
-                .lines()
-                .skip(1)
-                .filter(|l| l.ends_with(&format!(",{k}")))
-                .map(|l| l.split(',').next().unwrap().to_string())
-                .collect();
-            v.sort();
-            v
-        };
-        assert_eq!(pick(None), (wanted(0), Split::Train));
-        assert_eq!(pick(Some(Split::Valid)), (wanted(1), Split::Valid));
-        assert_eq!(pick(Some(Split::Test)), (wanted(2), Split::Test));
-        assert_eq!(pick(Some(Split::All)).0.len(), 9);
-
-        // The same inside a zip, as Kaggle ships it.
-        let zip = TempFile::new("archive.zip");
-        let mut m = members("img_align_celeba/img_align_celeba/", 9);
-        m.push(("list_eval_partition.csv".into(), csv.clone().into_bytes()));
-        zip_of(&zip, &m, ZipOpts::default());
-        let (list, _) =
-            ImageList::select(zip.path(), Some(Split::Valid), Split::Train, None, None).unwrap();
-        assert_eq!(list.len(), 3);
-
-        // Without a partition file, a split other than all is refused with the fix.
-        let bare = ImageList::select(&faces_dir(), Some(Split::Valid), Split::Train, None, None);
-        let err = format!("{:#}", bare.unwrap_err());
-        assert!(err.contains("--partition FILE"), "{err}");
-        let (all, used) =
-            ImageList::select(&faces_dir(), None, Split::Train, None, Some(7)).unwrap();
-        assert_eq!((all.len(), used), (7, Split::All));
-    }
 }

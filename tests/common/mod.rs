@@ -206,6 +206,56 @@ pub fn tempdir() -> std::io::Result<TempDir> {
     Ok(TempDir(dir))
 }
 
+/// How [`write_zip`] lays an archive out: the layouts CelebA's downloads come in.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ZipLayout {
+    /// Deflated members rather than stored ones.
+    pub deflate: bool,
+    /// Written as a stream: zero sizes and CRC in the local headers and a data descriptor
+    /// after each member, as streaming writers (and some of Kaggle's archives) do.
+    pub streamed: bool,
+    /// ZIP64 extra fields on every member, as archives over 4 GiB need.
+    pub zip64: bool,
+}
+
+/// Writes `members` (names ending in '/' become folder entries) to `path` with the `zip`
+/// crate's writer, in the order given.
+pub fn write_zip(path: &Path, members: &[(String, Vec<u8>)], layout: ZipLayout) {
+    let file = std::fs::File::create(path).expect("create test zip");
+    if layout.streamed {
+        add_members(zip::ZipWriter::new_stream(file), members, layout);
+    } else {
+        add_members(zip::ZipWriter::new(file), members, layout);
+    }
+}
+
+fn add_members<W: std::io::Write + std::io::Seek>(
+    mut zip: zip::ZipWriter<W>,
+    members: &[(String, Vec<u8>)],
+    layout: ZipLayout,
+) {
+    use std::io::Write;
+    let method = if layout.deflate {
+        zip::CompressionMethod::Deflated
+    } else {
+        zip::CompressionMethod::Stored
+    };
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(method)
+        .large_file(layout.zip64);
+    for (name, data) in members {
+        if name.ends_with('/') {
+            zip.add_directory(name.as_str(), options)
+                .expect("add folder");
+        } else {
+            zip.start_file(name.as_str(), options)
+                .expect("start member");
+            zip.write_all(data).expect("write member");
+        }
+    }
+    zip.finish().expect("finish test zip");
+}
+
 /// Checks the run's TensorBoard log against its own files: one event file whose every step
 /// tag holds, once per step, exactly the value of that step's `losses.jsonl` row; one preview
 /// image per epoch whose PNG is the bytes of `samples/epoch_NNNN.png`; the SWD rows of

@@ -428,7 +428,6 @@ fn broken_files_are_skipped_by_name_and_nested_folders_found() {
 /// `eval --real` takes the validation split of the same archive.
 #[test]
 fn train_and_eval_read_a_celeba_zip_with_its_partition() {
-    use dcgan::data::zip::testzip::{write_zip, ZipOpts};
     let tmp = tempdir().unwrap();
     let files = files_in(&faces_dir());
     // 32 training faces, 64 validation faces, 4 test faces.
@@ -448,16 +447,12 @@ fn train_and_eval_read_a_celeba_zip_with_its_partition() {
         ));
     }
     members.push(("list_eval_partition.csv".into(), csv.into_bytes()));
-    let refs: Vec<(&str, &[u8])> = members
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice()))
-        .collect();
     let zip = tmp.path().join("archive.zip");
-    let opts = ZipOpts {
+    let layout = ZipLayout {
         deflate: true,
-        ..ZipOpts::default()
+        ..ZipLayout::default()
     };
-    write_zip(&zip, &refs, opts);
+    write_zip(&zip, &members, layout);
 
     let run = tmp.path().join("run");
     let log = dcgan_ok(&[

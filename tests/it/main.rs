@@ -10,6 +10,7 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod data_sources;
 mod own_images;
 mod parity;
 mod pytorch_files;

@@ -142,7 +142,6 @@ fn a_folder_of_mixed_pictures_trains_under_center_and_celeba_names_the_small_one
 
 #[test]
 fn a_zip_of_the_folder_gives_the_same_faces() {
-    use dcgan::data::zip::testzip::{write_zip, TempFile, ZipOpts};
     let tmp = tempdir().unwrap();
     let dir = tmp.path().join("mixed");
     mixed_folder(&dir);
@@ -154,12 +153,11 @@ fn a_zip_of_the_folder_gives_the_same_faces() {
             (name, std::fs::read(f).unwrap())
         })
         .collect();
-    let refs: Vec<(&str, &[u8])> = members.iter().map(|(n, b)| (n.as_str(), &b[..])).collect();
-    let zip = TempFile::new("mixed.zip");
-    write_zip(zip.path(), &refs, ZipOpts::default());
+    let zip = tmp.path().join("mixed.zip");
+    write_zip(&zip, &members, ZipLayout::default());
     for size in [32, 64] {
         let a = load_faces(&ImageList::open(&dir).unwrap(), &center(size)).unwrap();
-        let b = load_faces(&ImageList::open(zip.path()).unwrap(), &center(size)).unwrap();
+        let b = load_faces(&ImageList::open(&zip).unwrap(), &center(size)).unwrap();
         assert_eq!(a.len(), 16);
         assert!(a.pixels() == b.pixels(), "{size}-pixel faces differ");
     }

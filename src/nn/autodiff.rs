@@ -18,10 +18,10 @@ enum Layer {
     LeakyBn { eps: f64 },
 }
 
-impl<B: LayerBackend> Backward<B, 3> for Layer {
-    /// The checkpointed inputs, and the forward's extra outputs (BatchNorm's batch mean and
-    /// variance, which its backward reuses).
-    type State = (NodeId, NodeId, NodeId, Vec<FloatTensor<B>>);
+impl<B: LayerBackward> Backward<B, 3> for Layer {
+    /// The checkpointed input and weight (the bias's gradient needs only dy), and the
+    /// forward's extra outputs (BatchNorm's batch mean and variance).
+    type State = (NodeId, NodeId, Vec<FloatTensor<B>>);
 
     fn backward(
         self,
@@ -31,17 +31,16 @@ impl<B: LayerBackend> Backward<B, 3> for Layer {
     ) {
         let [node_x, node_w, node_b] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
-        let (xs, ws, bs, saved) = ops.state;
+        let (xs, ws, saved) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(xs);
         let w: FloatTensor<B> = checkpointer.retrieve_node_output(ws);
-        let b: FloatTensor<B> = checkpointer.retrieve_node_output(bs);
         let need = [node_x.is_some(), node_w.is_some(), node_b.is_some()];
         let g = match self {
-            Layer::Down => B::conv_down_backward(x, w, b, dy, need),
-            Layer::Up => B::conv_up_backward(x, w, b, dy, need),
+            Layer::Down => B::conv_down_backward(x, w, dy, need),
+            Layer::Up => B::conv_up_backward(x, w, dy, need),
             Layer::LeakyBn { eps } => {
                 let stats: [FloatTensor<B>; 2] = saved.try_into().expect("mean and variance");
-                B::leaky_bn_backward(x, w, b, dy, stats, eps, need)
+                B::leaky_bn_backward(x, w, dy, stats, eps, need)
             }
         };
         for (node, grad) in [(node_x, g.x), (node_w, g.weight), (node_b, g.bias)] {
@@ -56,7 +55,7 @@ impl<B: LayerBackend> Backward<B, 3> for Layer {
 #[derive(Debug, Clone, Copy)]
 struct ActivationNode(Activation);
 
-impl<B: LayerBackend> Backward<B, 1> for ActivationNode {
+impl<B: LayerBackward> Backward<B, 1> for ActivationNode {
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -72,7 +71,7 @@ impl<B: LayerBackend> Backward<B, 1> for ActivationNode {
 #[derive(Debug, Clone, Copy)]
 struct SwapOuterNode;
 
-impl<B: LayerBackend> Backward<B, 1> for SwapOuterNode {
+impl<B: LayerBackward> Backward<B, 1> for SwapOuterNode {
     type State = ();
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -86,7 +85,7 @@ impl<B: LayerBackend> Backward<B, 1> for SwapOuterNode {
 
 /// Runs `layer` on the inner backend and records it in the graph; the extra outputs (batch
 /// statistics) come back untracked.
-fn autodiff_layer<B: LayerBackend, C: CheckpointStrategy>(
+fn autodiff_layer<B: LayerBackward, C: CheckpointStrategy>(
     layer: Layer,
     x: FloatTensor<Autodiff<B, C>>,
     w: FloatTensor<Autodiff<B, C>>,
@@ -106,13 +105,9 @@ fn autodiff_layer<B: LayerBackend, C: CheckpointStrategy>(
         .stateful()
     {
         OpsKind::Tracked(mut prep) => {
-            let ids = (
-                prep.checkpoint(&x),
-                prep.checkpoint(&w),
-                prep.checkpoint(&b),
-            );
+            let ids = (prep.checkpoint(&x), prep.checkpoint(&w));
             let (y, extra) = run(x.primitive, w.primitive, b.primitive);
-            let state = (ids.0, ids.1, ids.2, extra.clone());
+            let state = (ids.0, ids.1, extra.clone());
             (prep.finish(state, y), extra)
         }
         OpsKind::UnTracked(prep) => {
@@ -122,7 +117,7 @@ fn autodiff_layer<B: LayerBackend, C: CheckpointStrategy>(
     }
 }
 
-impl<B: LayerBackend, C: CheckpointStrategy> LayerBackend for Autodiff<B, C> {
+impl<B: LayerBackward, C: CheckpointStrategy> LayerBackend for Autodiff<B, C> {
     const CHANNEL_MAJOR: bool = B::CHANNEL_MAJOR;
 
     fn keep_mask(x: &FloatTensor<Self>, keep: f64) -> FloatTensor<Self> {
@@ -177,5 +172,13 @@ impl<B: LayerBackend, C: CheckpointStrategy> LayerBackend for Autodiff<B, C> {
         let var = stats.pop().expect("variance");
         let mean = stats.pop().expect("mean");
         [y, Self::from_inner(mean), Self::from_inner(var)]
+    }
+
+    fn leaky_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        leaky_affine_ops::<Self>(x, scale, shift)
     }
 }

@@ -5,6 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::gemm::{conv_down, conv_down_backward, conv_up, conv_up_backward, p, t};
+use super::layer::{down_options, up_options, LayerBackward};
 use super::LayerBackend;
 
 /// The largest difference between these layers and burn's own convolution ops on backend
@@ -13,7 +14,6 @@ use super::LayerBackend;
 #[doc(hidden)]
 pub fn difference_from_burn<B: burn::tensor::backend::AutodiffBackend>(device: &B::Device) -> f32 {
     use burn::tensor::module::{conv2d, conv_transpose2d};
-    use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
     use rand::{Rng, SeedableRng};
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -49,15 +49,9 @@ pub fn difference_from_burn<B: burn::tensor::backend::AutodiffBackend>(device: &
         let wa = Tensor::<B, 4>::from_inner(w.clone()).require_grad();
         let ba = Tensor::<B, 1>::from_inner(b.clone()).require_grad();
         let y = if up {
-            let o = ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1);
-            conv_transpose2d(xa.clone(), wa.clone(), Some(ba.clone()), o)
+            conv_transpose2d(xa.clone(), wa.clone(), Some(ba.clone()), up_options())
         } else {
-            conv2d(
-                xa.clone(),
-                wa.clone(),
-                Some(ba.clone()),
-                ConvOptions::new([2, 2], [1, 1], [1, 1], 1),
-            )
+            conv2d(xa.clone(), wa.clone(), Some(ba.clone()), down_options())
         };
         let grads = y
             .clone()
@@ -124,7 +118,7 @@ pub fn difference_from_burn_on(backend: &crate::backend::Resolved) -> f32 {
 pub fn leaky_bn_difference_from_burn<B>(device: &B::Device) -> f32
 where
     B: burn::tensor::backend::AutodiffBackend,
-    B::InnerBackend: super::LayerBackend,
+    B::InnerBackend: LayerBackward,
 {
     use burn::tensor::{Tensor, TensorData};
     use rand::{Rng, SeedableRng};
@@ -164,7 +158,7 @@ where
         );
         let [oy, om, ov] = B::InnerBackend::leaky_bn(px.clone(), pg.clone(), pb.clone(), eps);
         let stats = [om.clone(), ov.clone()];
-        let g = B::InnerBackend::leaky_bn_backward(px, pg, pb, p(to(dy)), stats, eps, [true; 3]);
+        let g = B::InnerBackend::leaky_bn_backward(px, pg, p(to(dy)), stats, eps, [true; 3]);
         worst.add(from(t::<_, 4>(oy)), y.inner());
         worst.add(t::<_, 1>(om), m.reshape([c]).inner());
         worst.add(t::<_, 1>(ov), v.reshape([c]).inner());

@@ -15,7 +15,7 @@ use burn::tensor::ops::IntTensorOps;
 use burn::tensor::{Distribution, IntDType, Shape, TensorData, TensorMetadata};
 use rayon::prelude::*;
 
-use super::layer::{Activation, LayerBackend, LayerGrads, LEAKY_SLOPE};
+use super::layer::{Activation, LayerBackend, LayerBackward, LayerGrads, LEAKY_SLOPE};
 use super::profile;
 
 const K: usize = 4;
@@ -51,67 +51,6 @@ impl LayerBackend for Flex {
         flex(out, [o, n, 2 * h, 2 * wd])
     }
 
-    fn conv_down_backward(
-        x: FlexTensor,
-        w: FlexTensor,
-        _b: FlexTensor,
-        dy: FlexTensor,
-        need: [bool; 3],
-    ) -> LayerGrads<Self> {
-        let _span = profile::span("conv_down_backward");
-        let [c, n, h, wd] = dims(&x);
-        let o = dims(&w)[0];
-        let (ho, wo, kk) = (h / 2, wd / 2, c * K * K);
-        let p = n * ho * wo;
-        let dy = floats(&dy);
-        // dW' [kk, o] = cols [kk, P] x dy' [P, o]: both operands in the layouts GEMM packs
-        // fastest (dW = dy x cols' reads cols transposed, measured 2-4x slower).
-        let weight = need[1].then(|| {
-            let cols = im2col(&floats(&x), c, n, (h, wd), (ho, wo));
-            let dy_last = transpose(&dy, o, p);
-            let dwt = matmul(&cols, false, &dy_last, false, kk, p, o);
-            flex(transpose(&dwt, kk, o), [o, c, K, K])
-        });
-        let x = need[0].then(|| {
-            let dcols = matmul(&floats(&w), true, &dy, false, kk, o, p);
-            flex(col2im(&dcols, c, n, (h, wd), (ho, wo), None), [c, n, h, wd])
-        });
-        let bias = need[2].then(|| flex(row_sums(&dy, o), [o]));
-        LayerGrads { x, weight, bias }
-    }
-
-    fn conv_up_backward(
-        x: FlexTensor,
-        w: FlexTensor,
-        _b: FlexTensor,
-        dy: FlexTensor,
-        need: [bool; 3],
-    ) -> LayerGrads<Self> {
-        let _span = profile::span("conv_up_backward");
-        let [c, n, h, wd] = dims(&x);
-        let o = dims(&w)[1];
-        let (p, kk) = (n * h * wd, o * K * K);
-        let dy = floats(&dy);
-        let dcols = (need[0] || need[1]).then(|| im2col(&dy, o, n, (2 * h, 2 * wd), (h, wd)));
-        let dcols = dcols.as_deref().unwrap_or_default();
-        let x_grad = need[0].then(|| {
-            let dx = matmul(&floats(&w), false, dcols, false, c, kk, p);
-            flex(dx, [c, n, h, wd])
-        });
-        // dW' [kk, c] = dcols [kk, P] x x' [P, c], as in `conv_down_backward`.
-        let weight = need[1].then(|| {
-            let x_last = transpose(&floats(&x), c, p);
-            let dwt = matmul(dcols, false, &x_last, false, kk, p, c);
-            flex(transpose(&dwt, kk, c), [c, o, K, K])
-        });
-        let bias = need[2].then(|| flex(row_sums(&dy, o), [o]));
-        LayerGrads {
-            x: x_grad,
-            weight,
-            bias,
-        }
-    }
-
     fn swap_outer(x: FlexTensor) -> FlexTensor {
         let _span = profile::span("swap_outer");
         let [a, b, h, w] = dims(&x);
@@ -134,17 +73,6 @@ impl LayerBackend for Flex {
             Activation::Leaky => map(&floats(&x), leaky),
         };
         flex(y, dims(&x))
-    }
-
-    fn activation_backward(y: FlexTensor, dy: FlexTensor, f: Activation) -> FlexTensor {
-        let _span = profile::span("activation_backward");
-        let (ys, dys) = (floats(&y), floats(&dy));
-        let dx = match f {
-            Activation::Sigmoid => map2(&ys, &dys, |y, d| d * y * (1.0 - y)),
-            Activation::Tanh => map2(&ys, &dys, |y, d| d * (1.0 - y * y)),
-            Activation::Leaky => map2(&ys, &dys, |y, d| if y > 0.0 { d } else { d * LEAKY_SLOPE }),
-        };
-        flex(dx, dims(&y))
     }
 
     /// Each element's draw is a hash of its index and one 64-bit seed from burn's generator,
@@ -192,11 +120,82 @@ impl LayerBackend for Flex {
         let (xs, scale, shift) = (floats(&x), floats(&scale), floats(&shift));
         flex(affine(&xs, &scale, &shift), dims(&x))
     }
+}
+
+impl LayerBackward for Flex {
+    fn conv_down_backward(
+        x: FlexTensor,
+        w: FlexTensor,
+        dy: FlexTensor,
+        need: [bool; 3],
+    ) -> LayerGrads<Self> {
+        let _span = profile::span("conv_down_backward");
+        let [c, n, h, wd] = dims(&x);
+        let o = dims(&w)[0];
+        let (ho, wo, kk) = (h / 2, wd / 2, c * K * K);
+        let p = n * ho * wo;
+        let dy = floats(&dy);
+        // dW' [kk, o] = cols [kk, P] x dy' [P, o]: both operands in the layouts GEMM packs
+        // fastest (dW = dy x cols' reads cols transposed, measured 2-4x slower).
+        let weight = need[1].then(|| {
+            let cols = im2col(&floats(&x), c, n, (h, wd), (ho, wo));
+            let dy_last = transpose(&dy, o, p);
+            let dwt = matmul(&cols, false, &dy_last, false, kk, p, o);
+            flex(transpose(&dwt, kk, o), [o, c, K, K])
+        });
+        let x = need[0].then(|| {
+            let dcols = matmul(&floats(&w), true, &dy, false, kk, o, p);
+            flex(col2im(&dcols, c, n, (h, wd), (ho, wo), None), [c, n, h, wd])
+        });
+        let bias = need[2].then(|| flex(row_sums(&dy, o), [o]));
+        LayerGrads { x, weight, bias }
+    }
+
+    fn conv_up_backward(
+        x: FlexTensor,
+        w: FlexTensor,
+        dy: FlexTensor,
+        need: [bool; 3],
+    ) -> LayerGrads<Self> {
+        let _span = profile::span("conv_up_backward");
+        let [c, n, h, wd] = dims(&x);
+        let o = dims(&w)[1];
+        let (p, kk) = (n * h * wd, o * K * K);
+        let dy = floats(&dy);
+        let dcols = (need[0] || need[1]).then(|| im2col(&dy, o, n, (2 * h, 2 * wd), (h, wd)));
+        let dcols = dcols.as_deref().unwrap_or_default();
+        let x_grad = need[0].then(|| {
+            let dx = matmul(&floats(&w), false, dcols, false, c, kk, p);
+            flex(dx, [c, n, h, wd])
+        });
+        // dW' [kk, c] = dcols [kk, P] x x' [P, c], as in `conv_down_backward`.
+        let weight = need[1].then(|| {
+            let x_last = transpose(&floats(&x), c, p);
+            let dwt = matmul(dcols, false, &x_last, false, kk, p, c);
+            flex(transpose(&dwt, kk, c), [c, o, K, K])
+        });
+        let bias = need[2].then(|| flex(row_sums(&dy, o), [o]));
+        LayerGrads {
+            x: x_grad,
+            weight,
+            bias,
+        }
+    }
+
+    fn activation_backward(y: FlexTensor, dy: FlexTensor, f: Activation) -> FlexTensor {
+        let _span = profile::span("activation_backward");
+        let (ys, dys) = (floats(&y), floats(&dy));
+        let dx = match f {
+            Activation::Sigmoid => map2(&ys, &dys, |y, d| d * y * (1.0 - y)),
+            Activation::Tanh => map2(&ys, &dys, |y, d| d * (1.0 - y * y)),
+            Activation::Leaky => map2(&ys, &dys, |y, d| if y > 0.0 { d } else { d * LEAKY_SLOPE }),
+        };
+        flex(dx, dims(&y))
+    }
 
     fn leaky_bn_backward(
         x: FlexTensor,
         gamma: FlexTensor,
-        _beta: FlexTensor,
         dy: FlexTensor,
         [mean, var]: [FlexTensor; 2],
         eps: f64,
@@ -1033,7 +1032,7 @@ mod tests {
     fn avx2_and_baseline_paths_give_the_same_bits() {
         use burn::backend::Flex;
 
-        use crate::nn::layer::{Activation, LayerBackend};
+        use crate::nn::layer::{Activation, LayerBackend, LayerBackward};
         if !std::is_x86_feature_detected!("avx2") {
             eprintln!("NOTE: this processor has no AVX2; both runs take the baseline path");
         }
@@ -1051,7 +1050,7 @@ mod tests {
             let t = |v: &[f32]| flex(v.to_vec(), [c, n, side, side]);
             let (g, b) = (flex(gamma.clone(), [c]), flex(vec![0.1; c], [c]));
             let [y, mean, var] = Flex::leaky_bn(t(&x), g.clone(), b.clone(), 1e-3);
-            let grads = Flex::leaky_bn_backward(t(&x), g, b, t(&dy), [mean, var], 1e-3, [true; 3]);
+            let grads = Flex::leaky_bn_backward(t(&x), g, t(&dy), [mean, var], 1e-3, [true; 3]);
             let act = Flex::activation(t(&x), Activation::Leaky);
             let act_grad = Flex::activation_backward(act.clone(), t(&dy), Activation::Leaky);
             let mut out: Vec<Vec<f32>> = [y, act, act_grad]

@@ -4,17 +4,17 @@
 //! burn 0.21's CPU backend (`flex`) runs a transposed convolution one sample at a time,
 //! computes weight gradients as a dilated convolution with the batch as channels, and
 //! normalises through strided copies; profiled at batch 128, three quarters of a training
-//! step went to layout shuffles and small GEMMs. [`LayerBackend`] lets each backend supply
-//! its own kernels: the defaults are burn's tensor ops (a starting point for another backend;
-//! both backends override them), `cpu.rs` gives the CPU one GEMM per layer over the whole
-//! batch and one pass per normalisation, and WGPU has `gemm.rs`'s matrix products and
-//! `fused_bn.rs`'s kernels.
+//! step went to layout shuffles and small GEMMs. [`LayerBackend`] (forward) and
+//! [`LayerBackward`] let each backend supply its own kernels: `cpu.rs` gives the CPU one GEMM
+//! per layer over the whole batch and one pass per normalisation, and WGPU has `gemm.rs`'s
+//! matrix products and `fused_bn.rs`'s kernels; `autodiff.rs` records each layer as one node
+//! of burn's autodiff graph.
 
 use burn::backend::Wgpu;
 use burn::module::{Module, Param};
 use burn::tensor::activation::{leaky_relu, sigmoid};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor, FloatTensorOps};
 use burn::tensor::{Distribution, FloatDType, TensorMetadata};
 use burn::tensor::{Tensor, TensorPrimitive};
 
@@ -24,11 +24,12 @@ use crate::config::Output;
 
 pub use super::LEAKY_SLOPE;
 
-fn down_options() -> ConvOptions<2> {
+/// The layers' convolutions in burn's terms: what the layers are checked against.
+pub(crate) fn down_options() -> ConvOptions<2> {
     ConvOptions::new([2, 2], [1, 1], [1, 1], 1)
 }
 
-fn up_options() -> ConvTransposeOptions<2> {
+pub(crate) fn up_options() -> ConvTransposeOptions<2> {
     ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1)
 }
 
@@ -80,7 +81,9 @@ pub struct LayerGrads<B: Backend> {
     pub bias: Option<FloatTensor<B>>,
 }
 
-/// A backend that can run the networks' layers. The defaults are burn's own ops.
+/// A backend that can run the networks' layers forward: the CPU and WGPU backends with
+/// kernels of their own, and burn's autodiff over them, which records each layer as one
+/// graph node.
 ///
 /// Shapes are written for NCHW activations; a backend whose layers take [C, N, H, W]
 /// instead says so with [`LayerBackend::CHANNEL_MAJOR`], and the networks convert at their
@@ -88,113 +91,32 @@ pub struct LayerGrads<B: Backend> {
 pub trait LayerBackend: Backend {
     /// Whether the layer ops take and return activations as [C, N, H, W]: each channel's
     /// values together, the layout of the matrices a convolution over the batch multiplies.
-    const CHANNEL_MAJOR: bool = false;
+    const CHANNEL_MAJOR: bool;
 
     /// Conv2d, kernel 4, stride 2, padding 1: [N, C, H, W] * [O, C, 4, 4] -> [N, O, H/2, W/2].
     fn conv_down(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        Self::conv2d(x, w, Some(b), down_options())
-    }
+    ) -> FloatTensor<Self>;
 
     /// ConvTranspose2d, kernel 4, stride 2, padding 1: [N, C, H, W] * [C, O, 4, 4] -> [N, O, 2H, 2W].
     fn conv_up(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        Self::conv_transpose2d(x, w, Some(b), up_options())
-    }
-
-    /// Gradients of [`LayerBackend::conv_down`] for x, weight and bias where `need` says so.
-    fn conv_down_backward(
-        x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        dy: FloatTensor<Self>,
-        need: [bool; 3],
-    ) -> LayerGrads<Self> {
-        let o = down_options();
-        LayerGrads {
-            x: need[0]
-                .then(|| Self::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), o.clone())),
-            weight: need[1]
-                .then(|| Self::conv2d_weight_backward(x.clone(), w.clone(), dy.clone(), o.clone())),
-            bias: need[2].then(|| Self::conv2d_bias_backward(x, b, dy)),
-        }
-    }
-
-    /// Gradients of [`LayerBackend::conv_up`] for x, weight and bias where `need` says so.
-    fn conv_up_backward(
-        x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        dy: FloatTensor<Self>,
-        need: [bool; 3],
-    ) -> LayerGrads<Self> {
-        let o = up_options();
-        LayerGrads {
-            x: need[0].then(|| Self::conv_transpose2d_x_backward(w.clone(), dy.clone(), o.clone())),
-            weight: need[1].then(|| {
-                Self::conv_transpose2d_weight_backward(x.clone(), w.clone(), dy.clone(), o.clone())
-            }),
-            bias: need[2].then(|| Self::conv_transpose2d_bias_backward(x, b, dy)),
-        }
-    }
+    ) -> FloatTensor<Self>;
 
     /// An activation, element by element.
-    fn activation(x: FloatTensor<Self>, f: Activation) -> FloatTensor<Self> {
-        let x: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
-        match f {
-            Activation::Sigmoid => sigmoid(x),
-            Activation::Tanh => x.tanh(),
-            Activation::Leaky => leaky_relu(x, LEAKY_SLOPE as f64),
-        }
-        .into_primitive()
-        .tensor()
-    }
-
-    /// The gradient of [`LayerBackend::activation`] from its output `y`: dy * y * (1 - y) for
-    /// sigmoid, dy * (1 - y^2) for tanh, dy or dy * slope for LeakyReLU (y has x's sign).
-    fn activation_backward(
-        y: FloatTensor<Self>,
-        dy: FloatTensor<Self>,
-        f: Activation,
-    ) -> FloatTensor<Self> {
-        let y: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(y));
-        let dy: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(dy));
-        let slope = match f {
-            Activation::Sigmoid => y.clone().mul(y.neg().add_scalar(1.0)),
-            Activation::Tanh => y.square().neg().add_scalar(1.0),
-            Activation::Leaky => y
-                .greater_elem(0.0)
-                .float()
-                .mul_scalar(1.0 - LEAKY_SLOPE)
-                .add_scalar(LEAKY_SLOPE),
-        };
-        dy.mul(slope).into_primitive().tensor()
-    }
+    fn activation(x: FloatTensor<Self>, f: Activation) -> FloatTensor<Self>;
 
     /// [A, B, H, W] -> [B, A, H, W], copied: how activations enter and leave the layers of a
     /// backend that is [`LayerBackend::CHANNEL_MAJOR`].
-    fn swap_outer(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let x: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
-        x.swap_dims(0, 1).into_primitive().tensor()
-    }
+    fn swap_outer(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Dropout's mask for `x`: each element 1 with probability `keep`, else 0, drawn from the
     /// backend's seeded generator.
-    fn keep_mask(x: &FloatTensor<Self>, keep: f64) -> FloatTensor<Self> {
-        let device = Self::float_device(x);
-        Self::float_random(
-            x.shape(),
-            Distribution::Bernoulli(keep),
-            &device,
-            FloatDType::F32,
-        )
-    }
+    fn keep_mask(x: &FloatTensor<Self>, keep: f64) -> FloatTensor<Self>;
 
     /// LeakyReLU(0.2), then BatchNorm with the batch's own statistics, over the channels of
     /// [N, C, H, W]. Returns the output and the batch mean and (biased) variance per channel,
@@ -204,90 +126,61 @@ pub trait LayerBackend: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
-    ) -> [FloatTensor<Self>; 3] {
-        let c = x.shape()[1];
-        let (y, mean, var) = textbook_leaky_bn::<Self>(
-            Tensor::from_primitive(TensorPrimitive::Float(x)),
-            Tensor::from_primitive(TensorPrimitive::Float(gamma)),
-            Tensor::from_primitive(TensorPrimitive::Float(beta)),
-            eps,
-        );
-        let flat = |t: Tensor<Self, 4>| t.reshape([c]).into_primitive().tensor();
-        [y.into_primitive().tensor(), flat(mean), flat(var)]
-    }
+    ) -> [FloatTensor<Self>; 3];
 
     /// LeakyReLU(0.2), then `x * scale + shift` per channel: BatchNorm with fixed statistics.
     fn leaky_affine(
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let x: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
-        let scale: Tensor<Self, 1> = Tensor::from_primitive(TensorPrimitive::Float(scale));
-        let shift: Tensor<Self, 1> = Tensor::from_primitive(TensorPrimitive::Float(shift));
-        // Also the autodiff backend's (it has no graph node of its own), in either layout.
-        let c = scale.dims()[0];
-        let per_channel = if Self::CHANNEL_MAJOR {
-            [c, 1, 1, 1]
-        } else {
-            [1, c, 1, 1]
-        };
-        leaky_relu(x, LEAKY_SLOPE as f64)
-            .mul(scale.reshape(per_channel))
-            .add(shift.reshape(per_channel))
-            .into_primitive()
-            .tensor()
-    }
+    ) -> FloatTensor<Self>;
+}
+
+/// The layers' backward passes, on a backend that autodiff wraps: the autodiff backend's
+/// graph nodes call these with what they saved of the forward pass.
+///
+/// A bias's gradient is the sum of `dy`, so the bias (and BatchNorm's beta) is not passed.
+pub trait LayerBackward: LayerBackend {
+    /// Gradients of [`LayerBackend::conv_down`] for x, weight and bias where `need` says so.
+    fn conv_down_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        need: [bool; 3],
+    ) -> LayerGrads<Self>;
+
+    /// Gradients of [`LayerBackend::conv_up`] for x, weight and bias where `need` says so.
+    fn conv_up_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        need: [bool; 3],
+    ) -> LayerGrads<Self>;
+
+    /// The gradient of [`LayerBackend::activation`] from its output `y`: dy * y * (1 - y) for
+    /// sigmoid, dy * (1 - y^2) for tanh, dy or dy * slope for LeakyReLU (y has x's sign).
+    fn activation_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        f: Activation,
+    ) -> FloatTensor<Self>;
 
     /// Gradients of [`LayerBackend::leaky_bn`] for x, gamma and beta where `need` says so.
+    /// `stats` are the batch mean and variance the forward pass returned: the CPU reuses
+    /// them; the GPU's sums kernel, which reads x anyway, computes them again.
     fn leaky_bn_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
-        _beta: FloatTensor<Self>,
         dy: FloatTensor<Self>,
-        _stats: [FloatTensor<Self>; 2],
+        stats: [FloatTensor<Self>; 2],
         eps: f64,
         need: [bool; 3],
-    ) -> LayerGrads<Self> {
-        let shape = x.shape();
-        let x4: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(x.clone()));
-        let (a, mean, var) = leaky_stats::<Self>(x);
-        let [n, c, hw] = a.dims();
-        let m = (n * hw) as f64;
-        let inv = var.add_scalar(eps).sqrt().recip();
-        let xhat = a.sub(mean).mul(inv.clone());
-        let dy: Tensor<Self, 3> =
-            Tensor::<Self, 4>::from_primitive(TensorPrimitive::Float(dy)).reshape([n, c, hw]);
-        let dbeta = dy.clone().sum_dim(2).sum_dim(0);
-        let dgamma = dy.clone().mul(xhat.clone()).sum_dim(2).sum_dim(0);
-        let x_grad = need[0].then(|| {
-            let gamma: Tensor<Self, 1> = Tensor::from_primitive(TensorPrimitive::Float(gamma));
-            let da = dy
-                .sub(dbeta.clone().div_scalar(m))
-                .sub(xhat.mul(dgamma.clone().div_scalar(m)))
-                .mul(gamma.reshape([1, c, 1]).mul(inv));
-            let x3 = x4.reshape([n, c, hw]);
-            let slope = x3
-                .greater_elem(0.0)
-                .float()
-                .mul_scalar(1.0 - LEAKY_SLOPE)
-                .add_scalar(LEAKY_SLOPE);
-            da.mul(slope)
-                .reshape::<4, _>(shape)
-                .into_primitive()
-                .tensor()
-        });
-        LayerGrads {
-            x: x_grad,
-            weight: need[1].then(|| flat(dgamma)),
-            bias: need[2].then(|| flat(dbeta)),
-        }
-    }
+    ) -> LayerGrads<Self>;
 }
 
 /// LeakyReLU(0.2) then BatchNorm on the batch's statistics, written plainly in burn's
-/// differentiable ops: [`LayerBackend::leaky_bn`]'s default, and what the backends' own
-/// kernels are tested against. Returns y, and the mean and biased variance as [1, C, 1, 1].
+/// differentiable ops: what the backends' own kernels are tested against. Returns y, and the
+/// mean and biased variance as [1, C, 1, 1].
 #[doc(hidden)]
 pub fn textbook_leaky_bn<B: Backend>(
     x: Tensor<B, 4>,
@@ -313,49 +206,34 @@ pub fn textbook_leaky_bn<B: Backend>(
     (y, m, v)
 }
 
-/// LeakyReLU of x as [N, C, H*W], with its per-channel mean and biased variance ([1, C, 1]).
-fn leaky_stats<B: Backend>(x: FloatTensor<B>) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
+/// [`LayerBackend::leaky_affine`] in burn's tensor ops, in either layout: WGPU's, and the
+/// autodiff backend's, which differentiates these ops rather than keeping a node of its own.
+pub fn leaky_affine_ops<B: LayerBackend>(
+    x: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    shift: FloatTensor<B>,
+) -> FloatTensor<B> {
     let x: Tensor<B, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
-    let [n, c, h, w] = x.dims();
-    let a = leaky_relu(x, LEAKY_SLOPE as f64).reshape([n, c, h * w]);
-    let mean = a.clone().mean_dim(2).mean_dim(0);
-    let var = a.clone().sub(mean.clone()).square().mean_dim(2).mean_dim(0);
-    (a, mean, var)
-}
-
-fn flat<B: Backend>(t: Tensor<B, 3>) -> FloatTensor<B> {
-    let c = t.dims()[1];
-    t.reshape([c]).into_primitive().tensor()
+    let scale: Tensor<B, 1> = Tensor::from_primitive(TensorPrimitive::Float(scale));
+    let shift: Tensor<B, 1> = Tensor::from_primitive(TensorPrimitive::Float(shift));
+    let c = scale.dims()[0];
+    let per_channel = if B::CHANNEL_MAJOR {
+        [c, 1, 1, 1]
+    } else {
+        [1, c, 1, 1]
+    };
+    leaky_relu(x, LEAKY_SLOPE as f64)
+        .mul(scale.reshape(per_channel))
+        .add(shift.reshape(per_channel))
+        .into_primitive()
+        .tensor()
 }
 
 /// On the GPU each convolution and its gradients are one matrix product over the batch, and
-/// LeakyReLU + BatchNorm is two kernels of our own each way (`fused_bn.rs`).
+/// LeakyReLU + BatchNorm is two kernels of our own each way (`fused_bn.rs`); the element-wise
+/// layers are burn's own ops, which its fusion backend merges with their neighbours.
 impl LayerBackend for Wgpu {
-    fn leaky_bn(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        eps: f64,
-    ) -> [FloatTensor<Self>; 3] {
-        Self::fused_leaky_bn(x, gamma, beta, eps)
-    }
-
-    fn leaky_bn_backward(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        _beta: FloatTensor<Self>,
-        dy: FloatTensor<Self>,
-        _stats: [FloatTensor<Self>; 2],
-        eps: f64,
-        need: [bool; 3],
-    ) -> LayerGrads<Self> {
-        let [dx, dgamma, dbeta] = Self::fused_leaky_bn_backward(x, gamma, dy, eps);
-        LayerGrads {
-            x: need[0].then_some(dx),
-            weight: need[1].then_some(dgamma),
-            bias: need[2].then_some(dbeta),
-        }
-    }
+    const CHANNEL_MAJOR: bool = false;
 
     fn conv_down(
         x: FloatTensor<Self>,
@@ -373,10 +251,54 @@ impl LayerBackend for Wgpu {
         gemm::conv_up::<Self>(x, w, b)
     }
 
+    fn activation(x: FloatTensor<Self>, f: Activation) -> FloatTensor<Self> {
+        let x: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
+        match f {
+            Activation::Sigmoid => sigmoid(x),
+            Activation::Tanh => x.tanh(),
+            Activation::Leaky => leaky_relu(x, LEAKY_SLOPE as f64),
+        }
+        .into_primitive()
+        .tensor()
+    }
+
+    fn swap_outer(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
+        x.swap_dims(0, 1).into_primitive().tensor()
+    }
+
+    fn keep_mask(x: &FloatTensor<Self>, keep: f64) -> FloatTensor<Self> {
+        let device = Self::float_device(x);
+        Self::float_random(
+            x.shape(),
+            Distribution::Bernoulli(keep),
+            &device,
+            FloatDType::F32,
+        )
+    }
+
+    fn leaky_bn(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        Self::fused_leaky_bn(x, gamma, beta, eps)
+    }
+
+    fn leaky_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        leaky_affine_ops::<Self>(x, scale, shift)
+    }
+}
+
+impl LayerBackward for Wgpu {
     fn conv_down_backward(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
-        _b: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
@@ -387,21 +309,55 @@ impl LayerBackend for Wgpu {
     fn conv_up_backward(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
-        _b: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
         let [x, weight, bias] = gemm::conv_up_backward::<Self>(x, w, dy, need);
         LayerGrads { x, weight, bias }
     }
+
+    fn activation_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        f: Activation,
+    ) -> FloatTensor<Self> {
+        let y: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(y));
+        let dy: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(dy));
+        let slope = match f {
+            Activation::Sigmoid => y.clone().mul(y.neg().add_scalar(1.0)),
+            Activation::Tanh => y.square().neg().add_scalar(1.0),
+            Activation::Leaky => y
+                .greater_elem(0.0)
+                .float()
+                .mul_scalar(1.0 - LEAKY_SLOPE)
+                .add_scalar(LEAKY_SLOPE),
+        };
+        dy.mul(slope).into_primitive().tensor()
+    }
+
+    fn leaky_bn_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        _stats: [FloatTensor<Self>; 2],
+        eps: f64,
+        need: [bool; 3],
+    ) -> LayerGrads<Self> {
+        let [dx, dgamma, dbeta] = Self::fused_leaky_bn_backward(x, gamma, dy, eps);
+        LayerGrads {
+            x: need[0].then_some(dx),
+            weight: need[1].then_some(dgamma),
+            bias: need[2].then_some(dbeta),
+        }
+    }
 }
 
 /// Training backends: autodiff over a backend whose inference twin also has the convolutions.
-pub trait TrainBackend: AutodiffBackend<InnerBackend: LayerBackend> + LayerBackend {}
+pub trait TrainBackend: AutodiffBackend<InnerBackend: LayerBackward> + LayerBackend {}
 impl<B> TrainBackend for B
 where
     B: AutodiffBackend + LayerBackend,
-    B::InnerBackend: LayerBackend,
+    B::InnerBackend: LayerBackward,
 {
 }
 

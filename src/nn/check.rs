@@ -4,8 +4,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use super::gemm::{conv_down, conv_down_backward, conv_up, conv_up_backward, p, t};
 use super::layer::{down_options, up_options, LayerBackward};
+use super::patch_conv::{conv_down, conv_down_backward, conv_up, conv_up_backward, p, t};
 use super::LayerBackend;
 
 /// The largest difference between these layers and burn's own convolution ops on backend
@@ -196,7 +196,7 @@ mod tests {
         assert!(d < 1e-5, "relative difference {d}");
     }
 
-    /// The CPU's LeakyReLU + BatchNorm (`cpu.rs`) against the same formula; the WGPU kernels
+    /// The CPU's LeakyReLU + BatchNorm (`cpu/`) against the same formula; the WGPU kernels
     /// (`fused_bn.rs`) are checked by `tests/wgpu.rs` on a Vulkan driver.
     #[test]
     fn cpu_leaky_bn_matches_the_formula_on_burns_ops() {

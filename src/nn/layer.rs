@@ -5,8 +5,8 @@
 //! computes weight gradients as a dilated convolution with the batch as channels, and
 //! normalises through strided copies; profiled at batch 128, three quarters of a training
 //! step went to layout shuffles and small GEMMs. [`LayerBackend`] (forward) and
-//! [`LayerBackward`] let each backend supply its own kernels: `cpu.rs` gives the CPU one GEMM
-//! per layer over the whole batch and one pass per normalisation, and WGPU has `gemm.rs`'s
+//! [`LayerBackward`] let each backend supply its own kernels: `cpu/` gives the CPU one GEMM
+//! per layer over the whole batch and one pass per normalisation, and WGPU has `patch_conv.rs`'s
 //! matrix products and `fused_bn.rs`'s kernels; `autodiff.rs` records each layer as one node
 //! of burn's autodiff graph.
 
@@ -19,7 +19,7 @@ use burn::tensor::{Distribution, FloatDType, TensorMetadata};
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use super::fused_bn::FusedBn;
-use super::gemm;
+use super::patch_conv;
 use crate::config::Output;
 
 pub use super::LEAKY_SLOPE;
@@ -240,7 +240,7 @@ impl LayerBackend for Wgpu {
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        gemm::conv_down::<Self>(x, w, b)
+        patch_conv::conv_down::<Self>(x, w, b)
     }
 
     fn conv_up(
@@ -248,7 +248,7 @@ impl LayerBackend for Wgpu {
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        gemm::conv_up::<Self>(x, w, b)
+        patch_conv::conv_up::<Self>(x, w, b)
     }
 
     fn activation(x: FloatTensor<Self>, f: Activation) -> FloatTensor<Self> {
@@ -302,7 +302,7 @@ impl LayerBackward for Wgpu {
         dy: FloatTensor<Self>,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
-        let [x, weight, bias] = gemm::conv_down_backward::<Self>(x, w, dy, need);
+        let [x, weight, bias] = patch_conv::conv_down_backward::<Self>(x, w, dy, need);
         LayerGrads { x, weight, bias }
     }
 
@@ -312,7 +312,7 @@ impl LayerBackward for Wgpu {
         dy: FloatTensor<Self>,
         need: [bool; 3],
     ) -> LayerGrads<Self> {
-        let [x, weight, bias] = gemm::conv_up_backward::<Self>(x, w, dy, need);
+        let [x, weight, bias] = patch_conv::conv_up_backward::<Self>(x, w, dy, need);
         LayerGrads { x, weight, bias }
     }
 

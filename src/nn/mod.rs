@@ -11,10 +11,10 @@ pub mod check;
 pub mod cpu;
 mod discriminator;
 pub mod fused_bn;
-pub mod gemm;
 mod generator;
 mod init;
 pub mod layer;
+pub mod patch_conv;
 pub mod profile;
 pub mod torch_names;
 

@@ -3,9 +3,10 @@
 
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData};
 
 use super::layer::LayerBackend;
+use super::primitive::tensor;
 use super::Mode;
 
 /// BatchNorm over the channels of an activation in the layers' layout (see
@@ -60,11 +61,11 @@ impl<B: LayerBackend> BatchNorm<B> {
                 .beta
                 .val()
                 .sub(self.running_mean.value_sync().mul(scale.clone()));
-            return Tensor::from_primitive(TensorPrimitive::Float(B::leaky_affine(
+            return tensor(B::leaky_affine(
                 x.into_primitive().tensor(),
                 scale.into_primitive().tensor(),
                 shift.into_primitive().tensor(),
-            )));
+            ));
         }
         let [y, mean, var] = B::leaky_bn(
             x.into_primitive().tensor(),
@@ -74,16 +75,13 @@ impl<B: LayerBackend> BatchNorm<B> {
         );
         if mode == Mode::Train {
             let m = self.momentum;
-            let (mean, var): (Tensor<B, 1>, Tensor<B, 1>) = (
-                Tensor::from_primitive(TensorPrimitive::Float(mean)),
-                Tensor::from_primitive(TensorPrimitive::Float(var)),
-            );
+            let (mean, var): (Tensor<B, 1>, Tensor<B, 1>) = (tensor(mean), tensor(var));
             let rm = self.running_mean.value_sync().mul_scalar(1.0 - m);
             let rv = self.running_var.value_sync().mul_scalar(1.0 - m);
             self.running_mean
                 .update(rm.add(mean.mul_scalar(m)).detach());
             self.running_var.update(rv.add(var.mul_scalar(m)).detach());
         }
-        Tensor::from_primitive(TensorPrimitive::Float(y))
+        tensor(y)
     }
 }

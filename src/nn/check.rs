@@ -5,7 +5,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::layer::{down_options, up_options, LayerBackward};
-use super::patch_conv::{conv_down, conv_down_backward, conv_up, conv_up_backward, p, t};
+use super::patch_conv::{conv_down, conv_down_backward, conv_up, conv_up_backward};
+use super::primitive::{primitive, tensor};
 use super::LayerBackend;
 
 /// The largest difference between these layers and burn's own convolution ops on backend
@@ -58,7 +59,12 @@ pub fn difference_from_burn<B: burn::tensor::backend::AutodiffBackend>(device: &
             .mul(Tensor::from_inner(dy.clone()))
             .sum()
             .backward();
-        let (px, pw, pb, pdy) = (p(x.clone()), p(w.clone()), p(b), p(dy.clone()));
+        let (px, pw, pb, pdy) = (
+            primitive(x.clone()),
+            primitive(w.clone()),
+            primitive(b),
+            primitive(dy.clone()),
+        );
         let (ours, [gx, gw, gb]) = if up {
             (
                 conv_up::<B::InnerBackend>(px.clone(), pw.clone(), pb),
@@ -70,10 +76,10 @@ pub fn difference_from_burn<B: burn::tensor::backend::AutodiffBackend>(device: &
                 conv_down_backward::<B::InnerBackend>(px, pw, pdy, [true; 3]),
             )
         };
-        worst.add(t::<_, 4>(ours), y.inner());
-        worst.add(t::<_, 4>(gx.unwrap()), xa.grad(&grads).unwrap());
-        worst.add(t::<_, 4>(gw.unwrap()), wa.grad(&grads).unwrap());
-        worst.add(t::<_, 1>(gb.unwrap()), ba.grad(&grads).unwrap());
+        worst.add(tensor::<_, 4>(ours), y.inner());
+        worst.add(tensor::<_, 4>(gx.unwrap()), xa.grad(&grads).unwrap());
+        worst.add(tensor::<_, 4>(gw.unwrap()), wa.grad(&grads).unwrap());
+        worst.add(tensor::<_, 1>(gb.unwrap()), ba.grad(&grads).unwrap());
     }
     worst.relative()
 }
@@ -152,26 +158,27 @@ where
         // In and out of the layout the backend's layers take.
         let (to, from) = (super::layer::to_layers, super::layer::from_layers);
         let (px, pg, pb) = (
-            p(to(x.clone().inner())),
-            p(gamma.clone().inner()),
-            p(beta.clone().inner()),
+            primitive(to(x.clone().inner())),
+            primitive(gamma.clone().inner()),
+            primitive(beta.clone().inner()),
         );
         let [oy, om, ov] = B::InnerBackend::leaky_bn(px.clone(), pg.clone(), pb.clone(), eps);
         let stats = [om.clone(), ov.clone()];
-        let g = B::InnerBackend::leaky_bn_backward(px, pg, p(to(dy)), stats, eps, [true; 3]);
-        worst.add(from(t::<_, 4>(oy)), y.inner());
-        worst.add(t::<_, 1>(om), m.reshape([c]).inner());
-        worst.add(t::<_, 1>(ov), v.reshape([c]).inner());
+        let g =
+            B::InnerBackend::leaky_bn_backward(px, pg, primitive(to(dy)), stats, eps, [true; 3]);
+        worst.add(from(tensor::<_, 4>(oy)), y.inner());
+        worst.add(tensor::<_, 1>(om), m.reshape([c]).inner());
+        worst.add(tensor::<_, 1>(ov), v.reshape([c]).inner());
         worst.add(
-            from(t::<_, 4>(g.x.expect("dx"))),
+            from(tensor::<_, 4>(g.x.expect("dx"))),
             x.grad(&grads).expect("x grad"),
         );
         worst.add(
-            t::<_, 1>(g.weight.expect("dgamma")),
+            tensor::<_, 1>(g.weight.expect("dgamma")),
             gamma.grad(&grads).expect("gamma grad"),
         );
         worst.add(
-            t::<_, 1>(g.bias.expect("dbeta")),
+            tensor::<_, 1>(g.bias.expect("dbeta")),
             beta.grad(&grads).expect("beta grad"),
         );
     }

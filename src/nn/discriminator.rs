@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -12,6 +12,7 @@ use super::batch_norm::BatchNorm;
 use super::generator::doublings;
 use super::init::Initialiser;
 use super::layer::{activate, from_layers, to_layers, Activation, Conv, LayerBackend};
+use super::primitive::tensor;
 use super::Mode;
 use crate::config::{DiscriminatorConfig, FrozenBn};
 
@@ -20,8 +21,7 @@ fn dropout<B: LayerBackend, const D: usize>(x: Tensor<B, D>, p: f64, mode: Mode)
         return x;
     }
     let keep = B::keep_mask(&x.clone().into_primitive().tensor(), 1.0 - p);
-    x.mul(Tensor::from_primitive(TensorPrimitive::Float(keep)))
-        .div_scalar(1.0 - p)
+    x.mul(tensor(keep)).div_scalar(1.0 - p)
 }
 
 /// Channels of D's first convolution, at half the input's side, whatever the size: each

@@ -15,11 +15,12 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::{leaky_relu, sigmoid};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor, FloatTensorOps};
+use burn::tensor::Tensor;
 use burn::tensor::{Distribution, FloatDType, TensorMetadata};
-use burn::tensor::{Tensor, TensorPrimitive};
 
 use super::fused_bn::FusedBn;
 use super::patch_conv;
+use super::primitive::tensor;
 use crate::config::Output;
 
 pub use super::LEAKY_SLOPE;
@@ -59,7 +60,7 @@ pub fn to_layers<B: LayerBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
         return x;
     }
     let y = B::swap_outer(x.into_primitive().tensor());
-    Tensor::from_primitive(TensorPrimitive::Float(y))
+    tensor(y)
 }
 
 /// The inverse of [`to_layers`]: the layer ops' layout back to NCHW.
@@ -70,7 +71,7 @@ pub fn from_layers<B: LayerBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// `f` of `x` through [`LayerBackend::activation`].
 pub fn activate<B: LayerBackend>(x: Tensor<B, 4>, f: Activation) -> Tensor<B, 4> {
     let y = B::activation(x.into_primitive().tensor(), f);
-    Tensor::from_primitive(TensorPrimitive::Float(y))
+    tensor(y)
 }
 
 /// Gradients of one layer for its input, weight (or gamma) and bias (or beta); `None` where
@@ -213,9 +214,9 @@ pub fn leaky_affine_ops<B: LayerBackend>(
     scale: FloatTensor<B>,
     shift: FloatTensor<B>,
 ) -> FloatTensor<B> {
-    let x: Tensor<B, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
-    let scale: Tensor<B, 1> = Tensor::from_primitive(TensorPrimitive::Float(scale));
-    let shift: Tensor<B, 1> = Tensor::from_primitive(TensorPrimitive::Float(shift));
+    let x: Tensor<B, 4> = tensor(x);
+    let scale: Tensor<B, 1> = tensor(scale);
+    let shift: Tensor<B, 1> = tensor(shift);
     let c = scale.dims()[0];
     let per_channel = if B::CHANNEL_MAJOR {
         [c, 1, 1, 1]
@@ -252,7 +253,7 @@ impl LayerBackend for Wgpu {
     }
 
     fn activation(x: FloatTensor<Self>, f: Activation) -> FloatTensor<Self> {
-        let x: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
+        let x: Tensor<Self, 4> = tensor(x);
         match f {
             Activation::Sigmoid => sigmoid(x),
             Activation::Tanh => x.tanh(),
@@ -263,7 +264,7 @@ impl LayerBackend for Wgpu {
     }
 
     fn swap_outer(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let x: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(x));
+        let x: Tensor<Self, 4> = tensor(x);
         x.swap_dims(0, 1).into_primitive().tensor()
     }
 
@@ -321,8 +322,8 @@ impl LayerBackward for Wgpu {
         dy: FloatTensor<Self>,
         f: Activation,
     ) -> FloatTensor<Self> {
-        let y: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(y));
-        let dy: Tensor<Self, 4> = Tensor::from_primitive(TensorPrimitive::Float(dy));
+        let y: Tensor<Self, 4> = tensor(y);
+        let dy: Tensor<Self, 4> = tensor(dy);
         let slope = match f {
             Activation::Sigmoid => y.clone().mul(y.neg().add_scalar(1.0)),
             Activation::Tanh => y.square().neg().add_scalar(1.0),
@@ -376,11 +377,11 @@ impl<B: LayerBackend> Conv<B> {
         let x = x.into_primitive().tensor();
         let w = self.weight.val().into_primitive().tensor();
         let b = self.bias.val().into_primitive().tensor();
-        Tensor::from_primitive(TensorPrimitive::Float(if self.transposed {
+        tensor(if self.transposed {
             B::conv_up(x, w, b)
         } else {
             B::conv_down(x, w, b)
-        }))
+        })
     }
 }
 
@@ -502,14 +503,12 @@ mod tests {
             beta.clone().into_primitive().tensor(),
             eps,
         );
-        let ours = from_layers(Tensor::<AD, 4>::from_primitive(TensorPrimitive::Float(
-            ours,
-        )));
+        let ours = from_layers(tensor::<AD, 4>(ours));
         let (theirs, m, v) = textbook_leaky_bn(x.clone(), gamma.clone(), beta.clone(), eps);
         let at = format!("[{n}, {c}, {h}, {h}]");
         assert_close(ours.clone().inner(), theirs.clone().inner(), TOL, &at);
-        let mean: Tensor<AD, 1> = Tensor::from_primitive(TensorPrimitive::Float(mean));
-        let var: Tensor<AD, 1> = Tensor::from_primitive(TensorPrimitive::Float(var));
+        let mean: Tensor<AD, 1> = tensor(mean);
+        let var: Tensor<AD, 1> = tensor(var);
         assert_close(
             mean.inner(),
             m.reshape([c]).inner(),

@@ -15,6 +15,7 @@ mod generator;
 mod init;
 pub mod layer;
 pub mod patch_conv;
+mod primitive;
 pub mod profile;
 pub mod torch_names;
 

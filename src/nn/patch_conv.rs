@@ -14,18 +14,12 @@ use std::sync::Mutex;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+
+use super::primitive::{primitive, tensor};
 
 /// Taps per output position: the 4x4 kernel.
 const TAPS: usize = 16;
-
-pub(super) fn t<B: Backend, const D: usize>(x: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(x))
-}
-
-pub(super) fn p<B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<B> {
-    x.into_primitive().tensor()
-}
 
 /// [`make_patch_table`], uploaded once per backend, device and size and then reused, so a
 /// training step sends no index tables to the device.
@@ -127,14 +121,14 @@ pub fn conv_down<B: Backend>(
     w: FloatTensor<B>,
     b: FloatTensor<B>,
 ) -> FloatTensor<B> {
-    let x: Tensor<B, 4> = t(x);
+    let x: Tensor<B, 4> = tensor(x);
     let [n, _, big, _] = x.dims();
     let o = w_dims::<B>(&w)[0];
     let cols = gather(rows(x), big); // [N*L, 16*C]
     let y = cols
-        .matmul(down_matrix(t(w)))
-        .add(t::<B, 1>(b).reshape([1, o])); // [N*L, O]
-    p(planes(y, n, big / 2))
+        .matmul(down_matrix(tensor(w)))
+        .add(tensor::<B, 1>(b).reshape([1, o])); // [N*L, O]
+    primitive(planes(y, n, big / 2))
 }
 
 /// Gradients of [`conv_down`] for x, weight and bias where `need` says so.
@@ -144,21 +138,21 @@ pub fn conv_down_backward<B: Backend>(
     dy: FloatTensor<B>,
     need: [bool; 3],
 ) -> [Option<FloatTensor<B>>; 3] {
-    let x: Tensor<B, 4> = t(x);
-    let w: Tensor<B, 4> = t(w);
+    let x: Tensor<B, 4> = tensor(x);
+    let w: Tensor<B, 4> = tensor(w);
     let [n, c, big, _] = x.dims();
     let [o, _, _, _] = w.dims();
-    let dy = rows(t::<B, 4>(dy)).reshape([n * (big / 2) * (big / 2), o]); // [N*L, O]
+    let dy = rows(tensor::<B, 4>(dy)).reshape([n * (big / 2) * (big / 2), o]); // [N*L, O]
     let dx = need[0].then(|| {
         let dcols = dy.clone().matmul(down_matrix(w).transpose()); // [N*L, 16*C]
         let dx = scatter(dcols, n, big).reshape([n * big * big, c]);
-        p(planes(dx, n, big))
+        primitive(planes(dx, n, big))
     });
     let dw = need[1].then(|| {
         let dw = gather(rows(x), big).transpose().matmul(dy.clone()); // [16*C, O]
-        p(dw.reshape([4, 4, c, o]).permute([3, 2, 0, 1]))
+        primitive(dw.reshape([4, 4, c, o]).permute([3, 2, 0, 1]))
     });
-    let db = need[2].then(|| p(dy.sum_dim(0).reshape([o])));
+    let db = need[2].then(|| primitive(dy.sum_dim(0).reshape([o])));
     [dx, dw, db]
 }
 
@@ -169,15 +163,15 @@ pub fn conv_up<B: Backend>(
     w: FloatTensor<B>,
     b: FloatTensor<B>,
 ) -> FloatTensor<B> {
-    let x: Tensor<B, 4> = t(x);
+    let x: Tensor<B, 4> = tensor(x);
     let [n, c, small, _] = x.dims();
     let o = w_dims::<B>(&w)[1];
     let big = 2 * small;
     let cols = rows(x)
         .reshape([n * small * small, c])
-        .matmul(up_matrix(t(w))); // [N*l, 16*O]
-    let y = scatter(cols, n, big).add(t::<B, 1>(b).reshape([1, 1, o])); // [N, big^2, O]
-    p(planes(y.reshape([n * big * big, o]), n, big))
+        .matmul(up_matrix(tensor(w))); // [N*l, 16*O]
+    let y = scatter(cols, n, big).add(tensor::<B, 1>(b).reshape([1, 1, o])); // [N, big^2, O]
+    primitive(planes(y.reshape([n * big * big, o]), n, big))
 }
 
 /// Gradients of [`conv_up`] for x, weight and bias where `need` says so.
@@ -187,26 +181,26 @@ pub fn conv_up_backward<B: Backend>(
     dy: FloatTensor<B>,
     need: [bool; 3],
 ) -> [Option<FloatTensor<B>>; 3] {
-    let x: Tensor<B, 4> = t(x);
-    let w: Tensor<B, 4> = t(w);
+    let x: Tensor<B, 4> = tensor(x);
+    let w: Tensor<B, 4> = tensor(w);
     let [n, c, small, _] = x.dims();
     let [_, o, _, _] = w.dims();
     let big = 2 * small;
-    let dy = rows(t::<B, 4>(dy)); // [N, big^2, O]
-    let db = need[2].then(|| p(dy.clone().sum_dim(1).sum_dim(0).reshape([o])));
+    let dy = rows(tensor::<B, 4>(dy)); // [N, big^2, O]
+    let db = need[2].then(|| primitive(dy.clone().sum_dim(1).sum_dim(0).reshape([o])));
     let dcols = gather(dy, big); // [N*l, 16*O]
     let dx = need[0].then(|| {
         let dx = dcols.clone().matmul(up_matrix(w).transpose()); // [N*l, C]
-        p(planes(dx, n, small))
+        primitive(planes(dx, n, small))
     });
     let dw = need[1].then(|| {
         let x = rows(x).reshape([n * small * small, c]);
         let dw = x.transpose().matmul(dcols); // [C, 16*O]
-        p(dw.reshape([c, 4, 4, o]).permute([0, 3, 1, 2]))
+        primitive(dw.reshape([c, 4, 4, o]).permute([0, 3, 1, 2]))
     });
     [dx, dw, db]
 }
 
 fn w_dims<B: Backend>(w: &FloatTensor<B>) -> [usize; 4] {
-    t::<B, 4>(w.clone()).dims()
+    tensor::<B, 4>(w.clone()).dims()
 }

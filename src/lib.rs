@@ -10,7 +10,8 @@
 //! - `data`: finding, decoding, caching and batching faces; PNG grids
 //! - `run`: the run folder, checkpoints, logs, atomic writes
 //! - `nn`: the networks and their layers on each backend
-//! - `config`, `rng`, `progress`, `backend`: settings, random streams, terminal, devices
+//! - `config`, `rng`, `progress`, `backend`, `simd`: settings, random streams, terminal,
+//!   devices, AVX2 dispatch
 
 pub mod backend;
 pub mod bench;
@@ -25,4 +26,5 @@ pub mod progress;
 pub mod rng;
 pub mod run;
 pub mod sample;
+mod simd;
 pub mod train;

@@ -9,12 +9,7 @@ use super::super::profile;
 use super::super::LEAKY_SLOPE;
 use super::buffer::written;
 use super::reduce::lane_sums;
-
-/// Set while a test runs the baseline paths of `with_avx2!` functions on a processor
-/// that has AVX2.
-#[cfg(test)]
-pub(super) static BASELINE_ONLY: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+use crate::simd::with_avx2;
 
 /// LeakyReLU(x) * scale + shift per channel of [C, N*H*W].
 pub(super) fn affine(xs: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
@@ -44,43 +39,6 @@ pub(super) fn leaky(v: f32) -> f32 {
 pub(super) fn leaky_channel_stats(xs: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     let _span = profile::span("leaky_channel_stats");
     xs.par_chunks(xs.len() / c).map(channel_stats).unzip()
-}
-
-/// Defines a function whose body also exists compiled for AVX2, taken where the processor
-/// has it. The binary targets baseline x86-64, whose SSE2 vectors are half as wide; built for
-/// AVX2, the BatchNorm passes took about half the time (`dcgan bench --profile`). The body must call nothing that is
-/// not inlined (no iterator sums), or that part runs at the baseline. Only the instructions
-/// differ: Rust never fuses or reorders float operations on its own, so both give the same
-/// bits.
-macro_rules! with_avx2 {
-    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$attr])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                fn avx2_body($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
-                }
-                if avx2() {
-                    // SAFETY: the processor has AVX2, checked just now.
-                    return unsafe { avx2_body($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
-    #[cfg(test)]
-    if BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
-        return false;
-    }
-    std::is_x86_feature_detected!("avx2")
 }
 
 with_avx2! {

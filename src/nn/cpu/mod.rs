@@ -266,9 +266,9 @@ fn splitmix64(i: u64) -> u64 {
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::batch_norm::BASELINE_ONLY;
     use super::buffer::{flex, floats};
     use super::reduce::row_sums;
+    use crate::simd::BASELINE_ONLY;
 
     /// BatchNorm forward and backward, the activations and the sums give the same bits with
     /// and without AVX2, so a run does not depend on which processor it is resumed on.

@@ -44,5 +44,28 @@ pub(crate) use with_avx2;
 /// Set while a test runs the baseline paths of `with_avx2!` functions on a processor
 /// that has AVX2.
 #[cfg(test)]
-pub(crate) static BASELINE_ONLY: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+static BASELINE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `f` run twice, on the path the processor takes and on the baseline path, for tests that
+/// both give the same result. One such test at a time: the switch is global.
+#[cfg(test)]
+pub(crate) fn both_paths<T>(f: impl Fn() -> T) -> (T, T) {
+    use std::sync::atomic::Ordering::Relaxed;
+    /// Turns the switch back off even if `f` panics.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BASELINE_ONLY.store(false, Relaxed);
+        }
+    }
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    #[cfg(target_arch = "x86_64")]
+    if !std::is_x86_feature_detected!("avx2") {
+        eprintln!("NOTE: this processor has no AVX2; both runs take the baseline path");
+    }
+    let fast = f();
+    let _reset = Reset;
+    BASELINE_ONLY.store(true, Relaxed);
+    (fast, f())
+}

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use crate::config::{CropBox, ResizeFilter};
+use crate::simd::with_avx2;
 
 /// Pillow's fixed point for 8-bit images: 22 fraction bits leave 8 for the pixel and 2 of
 /// headroom for the negative lobes of bicubic/lanczos.
@@ -138,22 +139,7 @@ impl Resampler {
         let ok = c.right as usize <= width && c.bottom as usize <= height;
         let ok = ok && rgb.len() == width * height * 3 && out.len() == ow * oh * 3;
         assert!(ok, "image smaller than the crop box, or wrong buffer sizes");
-        SCRATCH.with_borrow_mut(|scratch| {
-            #[cfg(target_arch = "x86_64")]
-            if is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2, checked just above.
-                return unsafe { self.run_avx2(rgb, width, scratch, out) };
-            }
-            self.run(rgb, width, scratch, out)
-        });
-    }
-
-    /// `run` compiled for AVX2: x86-64's baseline SSE2 has no 32-bit vector multiply, and
-    /// emulating it makes the whole resize ~2.5x slower.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn run_avx2(&self, rgb: &[u8], width: usize, scratch: &mut [Vec<u8>; 3], out: &mut [u8]) {
-        self.run(rgb, width, scratch, out)
+        SCRATCH.with_borrow_mut(|scratch| crop_resize(self, rgb, width, scratch, out));
     }
 
     #[inline(always)]
@@ -174,6 +160,14 @@ impl Resampler {
             let mid: &[u8] = mid;
             vertical(v, move |y| &mid[(y - first) * ow3..][..ow3], out);
         }
+    }
+}
+
+with_avx2! {
+    /// [`Resampler::apply`]'s passes, compiled for AVX2 too: x86-64's baseline SSE2 has no
+    /// 32-bit vector multiply, and emulating it makes the whole resize ~2.5x slower.
+    fn crop_resize(r: &Resampler, rgb: &[u8], width: usize, scratch: &mut [Vec<u8>; 3], out: &mut [u8]) {
+        r.run(rgb, width, scratch, out)
     }
 }
 
@@ -260,8 +254,16 @@ mod tests {
         out
     }
 
+    /// Both code paths, AVX2 and baseline, give Pillow's bytes.
     #[test]
     fn matches_pillow_exactly() {
+        let (fast, baseline) = crate::simd::both_paths(pillow_fixtures_checked);
+        assert_eq!((fast, baseline), (36, 36));
+    }
+
+    /// Resizes the Pillow fixtures' photos, asserting each output equals Pillow's; returns
+    /// how many were compared.
+    fn pillow_fixtures_checked() -> usize {
         let cases = [
             ([30, 55, 150, 175], (64, 64)), // the project's box; every photo, the rest on the first
             ([40, 60, 140, 170], (24, 20)), // shrink, a different factor per axis
@@ -295,7 +297,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 36);
+        checked
     }
 
     #[test]

@@ -27,4 +27,6 @@ pub mod rng;
 pub mod run;
 pub mod sample;
 mod simd;
+#[doc(hidden)]
+pub mod testing;
 pub mod train;

@@ -15,7 +15,7 @@ use common::*;
 use dcgan::backend::{self, BackendChoice, Resolved};
 use dcgan::config::TrainingConfig;
 use dcgan::data::{load_faces, ImageList, Preprocess};
-use dcgan::train::first_steps;
+use dcgan::testing::first_steps;
 
 const BATCH: usize = 4;
 
@@ -122,7 +122,7 @@ fn wgpu_layers_match_burns_own_convolutions() {
     let Some(resolved) = lavapipe("wgpu_layers_match_burns_own_convolutions") else {
         return;
     };
-    let d = dcgan::nn::check::difference_from_burn_on(&resolved);
+    let d = dcgan::testing::difference_from_burn_on(&resolved);
     assert!(d < 1e-4, "relative difference {d} on {}", resolved.name());
 }
 
@@ -133,7 +133,7 @@ fn wgpu_leaky_bn_kernels_match_burns_ops() {
     let Some(resolved) = lavapipe("wgpu_leaky_bn_kernels_match_burns_ops") else {
         return;
     };
-    let d = dcgan::nn::check::leaky_bn_difference_from_burn_on(&resolved);
+    let d = dcgan::testing::leaky_bn_difference_from_burn_on(&resolved);
     assert!(d < 1e-4, "relative difference {d} on {}", resolved.name());
 }
 

@@ -1,5 +1,5 @@
-//! Test hooks: the GPU's layers against burn's own ops, callable from the integration tests
-//! on any backend without each test binary compiling its own copy of the layers.
+//! The layers against burn's own ops on any backend: the CPU's in this crate's unit tests,
+//! the GPU's through `crate::testing` from `tests/wgpu.rs`.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -10,9 +10,7 @@ use super::primitive::{primitive, tensor};
 use super::LayerBackend;
 
 /// The largest difference between these layers and burn's own convolution ops on backend
-/// `B`, over the outputs and every gradient, relative to the largest value compared. A test
-/// hook: it lets the tests check any backend without compiling their own copy of the layers.
-#[doc(hidden)]
+/// `B`, over the outputs and every gradient, relative to the largest value compared.
 pub fn difference_from_burn<B: burn::tensor::backend::AutodiffBackend>(device: &B::Device) -> f32 {
     use burn::tensor::module::{conv2d, conv_transpose2d};
     use rand::{Rng, SeedableRng};
@@ -108,8 +106,7 @@ impl Worst {
 }
 
 /// [`difference_from_burn`] on a resolved backend, compiled once here rather than in each test
-/// binary. A test hook.
-#[doc(hidden)]
+/// binary.
 pub fn difference_from_burn_on(backend: &crate::backend::Resolved) -> f32 {
     crate::with_backend!(backend, |B, device| difference_from_burn::<
         burn::backend::Autodiff<B>,
@@ -118,9 +115,8 @@ pub fn difference_from_burn_on(backend: &crate::backend::Resolved) -> f32 {
 
 /// The largest difference between backend `B`'s LeakyReLU + BatchNorm layer and the textbook
 /// formula on burn's differentiable ops, over the output, the batch statistics and the three
-/// gradients, relative to the largest value compared. A test hook, as
+/// gradients, relative to the largest value compared, as
 /// [`difference_from_burn`] is for the convolutions.
-#[doc(hidden)]
 pub fn leaky_bn_difference_from_burn<B>(device: &B::Device) -> f32
 where
     B: burn::tensor::backend::AutodiffBackend,
@@ -185,8 +181,7 @@ where
     worst.relative()
 }
 
-/// [`leaky_bn_difference_from_burn`] on a resolved backend. A test hook.
-#[doc(hidden)]
+/// [`leaky_bn_difference_from_burn`] on a resolved backend.
 pub fn leaky_bn_difference_from_burn_on(backend: &crate::backend::Resolved) -> f32 {
     crate::with_backend!(backend, |B, device| leaky_bn_difference_from_burn::<
         burn::backend::Autodiff<B>,

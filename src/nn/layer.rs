@@ -182,7 +182,6 @@ pub trait LayerBackward: LayerBackend {
 /// LeakyReLU(0.2) then BatchNorm on the batch's statistics, written plainly in burn's
 /// differentiable ops: what the backends' own kernels are tested against. Returns y, and the
 /// mean and biased variance as [1, C, 1, 1].
-#[doc(hidden)]
 pub fn textbook_leaky_bn<B: Backend>(
     x: Tensor<B, 4>,
     gamma: Tensor<B, 1>,

@@ -7,16 +7,16 @@
 
 mod autodiff;
 mod batch_norm;
-pub mod check;
-pub mod cpu;
+pub(crate) mod check;
+pub(crate) mod cpu;
 mod discriminator;
-pub mod fused_bn;
+mod fused_bn;
 mod generator;
 mod init;
-pub mod layer;
-pub mod patch_conv;
+mod layer;
+mod patch_conv;
 mod primitive;
-pub mod profile;
+pub(crate) mod profile;
 pub mod torch_names;
 
 pub use batch_norm::BatchNorm;

@@ -41,39 +41,6 @@ use indicatif::ProgressBar;
 /// A long epoch still checkpoints this often, so a killed run loses at most this much.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(15 * 60);
 
-/// The first `steps` steps of a fresh run on `backend`, step k on faces `k*batch..(k+1)*batch`
-/// in file order. Not generic, so callers comparing backends (the WGPU test) reuse this
-/// crate's compiled training code instead of compiling their own copy of it. A test hook.
-#[doc(hidden)]
-pub fn first_steps(
-    cfg: &TrainingConfig,
-    faces: &Faces,
-    steps: usize,
-    backend: &crate::backend::Resolved,
-) -> Vec<StepStats> {
-    fn on<B: TrainBackend>(
-        cfg: &TrainingConfig,
-        faces: &Faces,
-        steps: usize,
-        device: &B::Device,
-    ) -> Vec<StepStats> {
-        let mut gan = Gan::<B>::new(cfg, device);
-        let mut r = rng(cfg.seed, 1, Stream::Noise);
-        let n = cfg.batch_size;
-        let mut out = Vec::new();
-        for step in 0..steps {
-            let idx: Vec<usize> = (step * n..(step + 1) * n).collect();
-            let (next, s) = gan.step_on(cfg, faces, &idx, &mut r, device);
-            gan = next;
-            out.push(s);
-        }
-        out
-    }
-    crate::with_backend!(backend, |B, device| on::<burn::backend::Autodiff<B>>(
-        cfg, faces, steps, &device
-    ))
-}
-
 /// Faces in each epoch's preview grid, and the grid's columns.
 const PREVIEW_FACES: usize = 64;
 const PREVIEW_COLUMNS: usize = 8;

@@ -1,5 +1,5 @@
 """Shared by parity_torch.py and parity_keras.py: the start weights both frameworks and dcgan
-compute the same way, the real faces, and the fixture file the Rust test `tests/parity.rs`
+compute the same way, the real faces, and the fixture file the Rust test `tests/it/parity.rs`
 replays.
 
 Start weights: every float tensor of the PyTorch state dict (names and layouts of
@@ -14,7 +14,7 @@ cast to float32 at the end. `name` is prefixed with "g." or "d.". Not an initial
 anyone trains with: a fixed, non-degenerate start that needs no random generator.
 
 The fixture is a safetensors file (written here by hand: no extra package) of float32
-tensors; `tests/parity.rs` documents what it reads.
+tensors; `tests/it/parity.rs` documents what it reads.
 """
 import argparse
 import json
@@ -135,7 +135,7 @@ def write_safetensors(path, tensors, metadata):
 
 
 def final_difference(run, exact):
-    """The largest difference between two runs' final weights, as tests/parity.rs measures
+    """The largest difference between two runs' final weights, as tests/it/parity.rs measures
     it: per tensor, on the sampled values, relative to the tensor's largest magnitude."""
     worst = 0.0
     for ours, theirs in ((run[1], exact[1]), (run[2], exact[2])):

@@ -1,5 +1,5 @@
 """Runs N steps of the notebook's own Keras loop and writes every loss and the final weights,
-for dcgan's `--preset notebook` to replay step for step (`tests/parity.rs`).
+for dcgan's `--preset notebook` to replay step for step (`tests/it/parity.rs`).
 
 Networks, compile calls and loop body: keras_step.py's, which are the notebook's (Keras
 defaults: Adam lr 1e-3, beta1 0.9, beta2 0.999, epsilon 1e-7; BatchNorm momentum 0.99,

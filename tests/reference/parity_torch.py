@@ -1,5 +1,5 @@
 """Runs N training steps of the `dcgan` preset's recipe in PyTorch and writes every loss and
-the final weights, for dcgan to replay step for step (`tests/parity.rs`).
+the final weights, for dcgan to replay step for step (`tests/it/parity.rs`).
 
 Networks: `torch_step.py`'s, with the dcgan preset's settings (tanh output; BatchNorm eps
 1e-5, momentum 0.1; Adam lr 2e-4, betas (0.5, 0.999), eps 1e-8) and the start weights of

@@ -1,4 +1,4 @@
-"""Writes the small PyTorch files tests/pytorch_files.rs reads, each made by torch.save itself:
+"""Writes the small PyTorch files tests/it/pytorch_files.rs reads, each made by torch.save itself:
 
   d_first_layers.pt         part of D's state dict, zip format (PyTorch 1.6 and later): layer 0
                             (its weight in float64) and BatchNorm 3 with num_batches_tracked;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -386,6 +387,40 @@ impl TrainingConfig {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("config serialises") + "\n"
+    }
+
+    /// The first setting where `self` and `other` differ: its dotted path (`data.crop`) and
+    /// both values. A resumed run refuses a config that differs from the one it started with.
+    pub fn first_difference(&self, other: &TrainingConfig) -> Option<(String, Value, Value)> {
+        let (a, b) = (serde_json::to_value(self), serde_json::to_value(other));
+        first_difference(
+            &a.expect("config serialises"),
+            &b.expect("config serialises"),
+            "",
+        )
+    }
+}
+
+/// The first leaf where two JSON values differ: its dotted path and both values.
+fn first_difference(a: &Value, b: &Value, path: &str) -> Option<(String, Value, Value)> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys = x.keys().chain(y.keys().filter(|k| !x.contains_key(*k)));
+            keys.into_iter().find_map(|k| {
+                let (u, v) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                first_difference(u, v, &sub)
+            })
+        }
+        _ if a == b => None,
+        _ => Some((path.to_string(), a.clone(), b.clone())),
     }
 }
 

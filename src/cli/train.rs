@@ -1,11 +1,10 @@
 //! `dcgan train`: its flags, the config they resolve to, what a resume may and may not
 //! change, and the run from choosing the data to the last checkpoint.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 
 use super::train_args::{self, TrainArgs};
 use crate::backend::{self, Autodiff, Resolved};
@@ -58,8 +57,7 @@ impl TrainArgs {
                 (Some(path), _) => format!("--config {}", path.display()),
                 (None, preset) => format!("--preset {}", preset.unwrap_or_default().name()),
             };
-            let (a, b) = (serde_json::to_value(&base)?, serde_json::to_value(saved)?);
-            if let Some((field, given, then)) = first_difference(&a, &b, "") {
+            if let Some((field, given, then)) = base.first_difference(saved) {
                 bail!(
                     "{flag} does not match this run's config ({field} is {given} there, {then} in the run): \
                      a resumed run keeps the settings it started with; drop {flag}, or start a new run with another --out"
@@ -94,29 +92,6 @@ fn same<T: PartialEq + std::fmt::Display>(
             then.map_or("setting (none)".to_string(), |t| format!("{t}"))
         ),
         _ => Ok(()),
-    }
-}
-
-/// The first leaf where two JSON values differ: its dotted path and both values.
-fn first_difference(a: &Value, b: &Value, path: &str) -> Option<(String, Value, Value)> {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys = x.keys().chain(y.keys().filter(|k| !x.contains_key(*k)));
-            keys.into_iter().find_map(|k| {
-                let (u, v) = (
-                    x.get(k).unwrap_or(&Value::Null),
-                    y.get(k).unwrap_or(&Value::Null),
-                );
-                let sub = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                first_difference(u, v, &sub)
-            })
-        }
-        _ if a == b => None,
-        _ => Some((path.to_string(), a.clone(), b.clone())),
     }
 }
 
@@ -206,7 +181,7 @@ pub(super) fn train_command(args: TrainArgs) -> Result<ExitCode> {
         partition,
     };
     if let Start::Resume(manifest, _) = &start {
-        check_same_images(&manifest.data, &fingerprint, &data)?;
+        manifest.data.check_same_images(&fingerprint, &data)?;
         eprintln!(
             "resuming {} at epoch {}, step {} of {}",
             run.0.display(),
@@ -259,21 +234,4 @@ fn decode(
         resolved.name()
     );
     Ok(faces)
-}
-
-/// The folder may have moved; the images in it must be the same.
-fn check_same_images(then: &DataFingerprint, now: &DataFingerprint, data: &Path) -> Result<()> {
-    let same = |d: &DataFingerprint| (d.files, d.faces, d.list_crc32);
-    if same(then) != same(now) {
-        bail!(
-            "the images changed since this run started ({} files, {} usable then; {} files, {} usable now in {}): \
-             an exact resume needs the same images; point --data at the original folder",
-            then.files,
-            then.faces,
-            now.files,
-            now.faces,
-            data.display()
-        );
-    }
-    Ok(())
 }

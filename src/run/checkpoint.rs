@@ -7,7 +7,7 @@
 //! moment a crash, a kill or a full disk strikes, `checkpoint.json` names a complete set.
 //! Older records are deleted only after the new manifest is in place.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,25 @@ pub struct DataFingerprint {
     /// The partition file named by `--partition`, if one was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<PathBuf>,
+}
+
+impl DataFingerprint {
+    /// The folder may have moved; the images in it must be the same.
+    pub fn check_same_images(&self, now: &DataFingerprint, data: &Path) -> Result<()> {
+        let same = |d: &DataFingerprint| (d.files, d.faces, d.list_crc32);
+        if same(self) != same(now) {
+            bail!(
+                "the images changed since this run started ({} files, {} usable then; {} files, {} usable now in {}): \
+                 an exact resume needs the same images; point --data at the original folder",
+                self.files,
+                self.faces,
+                now.files,
+                now.faces,
+                data.display()
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]

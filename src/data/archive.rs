@@ -167,12 +167,24 @@ fn read_error(e: io::Error) -> String {
 
 /// The archive file read at explicit positions: clones share the open file, each with its own
 /// position, so threads read at once without a shared cursor.
-#[derive(Clone, Debug)]
+///
+/// Small reads go through a read-ahead buffer: the crate parses the central directory (and
+/// each local header) a few bytes at a time, which was one system call per field, 0.1-0.3 s
+/// of system time to open full CelebA's 202,599 members. Large reads (member data) bypass it.
+#[derive(Debug)]
 struct SharedFile {
     file: Arc<File>,
     len: u64,
     pos: u64,
+    /// Bytes of the file from `buf_at` on.
+    buf: Vec<u8>,
+    buf_at: u64,
 }
+
+/// Reads shorter than this are served from the buffer.
+const SMALL_READ: usize = 4 << 10;
+/// How much the buffer reads ahead.
+const READ_AHEAD: usize = 16 << 10;
 
 impl SharedFile {
     fn new(file: File, path: &Path) -> Result<Self> {
@@ -186,13 +198,50 @@ impl SharedFile {
             file: Arc::new(file),
             len,
             pos: 0,
+            buf: Vec::new(),
+            buf_at: 0,
         })
+    }
+
+    /// The buffered bytes from the current position on (empty when it is outside them).
+    fn buffered(&self) -> &[u8] {
+        match self.pos.checked_sub(self.buf_at) {
+            Some(skip) if skip < self.buf.len() as u64 => &self.buf[skip as usize..],
+            _ => &[],
+        }
+    }
+}
+
+/// A clone starts with an empty buffer: each member read clones the archive, and most of
+/// them read past any buffer straight away.
+impl Clone for SharedFile {
+    fn clone(&self) -> Self {
+        Self {
+            file: Arc::clone(&self.file),
+            len: self.len,
+            pos: self.pos,
+            buf: Vec::new(),
+            buf_at: 0,
+        }
     }
 }
 
 impl Read for SharedFile {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = read_at(&self.file, buf, self.pos)?;
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.buffered().is_empty() && out.len() < SMALL_READ {
+            self.buf.resize(READ_AHEAD, 0);
+            let n = read_at(&self.file, &mut self.buf, self.pos)?;
+            self.buf.truncate(n);
+            self.buf_at = self.pos;
+        }
+        let ahead = self.buffered();
+        let n = if ahead.is_empty() {
+            read_at(&self.file, out, self.pos)?
+        } else {
+            let n = ahead.len().min(out.len());
+            out[..n].copy_from_slice(&ahead[..n]);
+            n
+        };
         self.pos += n as u64;
         Ok(n)
     }
@@ -233,4 +282,44 @@ fn read_at(_file: &File, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
         io::ErrorKind::Unsupported,
         "reading zip archives needs positioned reads (Unix or Windows); unpack the archive",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads of every size at every kind of position (inside, across and past the buffer,
+    /// after seeks, from a clone) give the file's bytes.
+    #[test]
+    fn shared_file_reads_the_bytes_at_its_position() {
+        let path = std::env::temp_dir().join(format!("dcgan-shared-file-{}", std::process::id()));
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let mut f = SharedFile::new(File::open(&path).unwrap(), &path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut x = 12_345u64;
+        let mut next = |n: u64| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 33) % n
+        };
+        for _ in 0..2_000 {
+            if next(4) == 0 {
+                f.seek(SeekFrom::Start(next(bytes.len() as u64 + 10)))
+                    .unwrap();
+            }
+            if next(50) == 0 {
+                f = f.clone();
+            }
+            let len = [1, 30, 46, 4_095, 4_096, 20_000][next(6) as usize];
+            let at = f.pos as usize;
+            let mut out = vec![0; len];
+            let n = f.read(&mut out).unwrap();
+            let want = &bytes[at.min(bytes.len())..(at + len).min(bytes.len())];
+            assert!(n <= want.len() && (n > 0 || want.is_empty()), "{n} at {at}");
+            assert_eq!(&out[..n], &want[..n], "{len} at {at}");
+            assert_eq!(f.pos, (at + n) as u64);
+        }
+        assert_eq!(f.seek(SeekFrom::End(-10)).unwrap(), bytes.len() as u64 - 10);
+        assert!(f.seek(SeekFrom::Current(-200_000)).is_err());
+    }
 }

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::Command;
 
 use common::*;
@@ -55,16 +54,12 @@ fn adapter_or_skip(test: &str) -> Option<Resolved> {
     const INSTALL: &str = "sudo apt-get install mesa-vulkan-drivers";
     match backend::resolve(BackendChoice::Wgpu) {
         Ok(resolved) => Some(resolved),
-        Err(e) if std::env::var("DCGAN_REQUIRE_WGPU").as_deref() == Ok("1") => {
-            panic!("{e:#}\nDCGAN_REQUIRE_WGPU=1 but there is no Vulkan driver: {INSTALL}")
-        }
-        Err(_) => {
-            // Straight to the terminal: the test harness hides what a passing test prints.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\nSKIPPED {test}: no Vulkan driver on this machine, so the WGPU backend was NOT tested.\n  \
-                 Install Mesa's software driver to run it (Debian/Ubuntu): {INSTALL}\n"
+        Err(e) => {
+            let why = format!(
+                "{test}: no Vulkan driver on this machine ({e:#}), so the WGPU backend was NOT tested.\n  \
+                 Install Mesa's software driver to run it (Debian/Ubuntu): {INSTALL}"
             );
+            skipped("DCGAN_REQUIRE_WGPU", &why);
             None
         }
     }

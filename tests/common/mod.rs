@@ -206,6 +206,17 @@ pub fn tempdir() -> std::io::Result<TempDir> {
     Ok(TempDir(dir))
 }
 
+/// `files` as zip members named `prefix` + file name, with their bytes, in the order given.
+pub fn zip_members(files: &[PathBuf], prefix: &str) -> Vec<(String, Vec<u8>)> {
+    files
+        .iter()
+        .map(|f| {
+            let name = f.file_name().unwrap().to_string_lossy();
+            (format!("{prefix}{name}"), std::fs::read(f).unwrap())
+        })
+        .collect()
+}
+
 /// How [`write_zip`] lays an archive out: the layouts CelebA's downloads come in.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ZipLayout {
@@ -341,23 +352,30 @@ pub fn check_tensorboard(run: &Path) {
     tensorboard_reads(run);
 }
 
+/// Says plainly on the terminal that a check was NOT run and why, or fails the test where
+/// `require_var` is `1` (CI sets it), so a missing tool is never counted as a pass.
+pub fn skipped(require_var: &str, why: &str) {
+    use std::io::Write;
+    assert!(
+        std::env::var(require_var).as_deref() != Ok("1"),
+        "{require_var}=1, but {why}"
+    );
+    // Straight to the terminal: the test harness hides what a passing test prints.
+    let _ = writeln!(std::io::stderr(), "\nSKIPPED: {why}\n");
+}
+
 /// Runs TensorBoard's own reader over the run, with the Python named by
 /// `DCGAN_TENSORBOARD_PYTHON` (CI makes a virtual environment with tensorboard for it). Without
 /// it the check says so on the terminal, unless `DCGAN_REQUIRE_TENSORBOARD=1` (set by CI).
 fn tensorboard_reads(run: &Path) {
-    use std::io::Write;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/tensorboard_check.py");
     let Some(python) = std::env::var_os("DCGAN_TENSORBOARD_PYTHON") else {
-        assert!(
-            std::env::var("DCGAN_REQUIRE_TENSORBOARD").as_deref() != Ok("1"),
-            "DCGAN_REQUIRE_TENSORBOARD=1 but DCGAN_TENSORBOARD_PYTHON names no Python"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "\nSKIPPED TensorBoard's own reader: set DCGAN_TENSORBOARD_PYTHON to a Python with \
-             tensorboard, numpy and Pillow to run {}\n",
+        let why = format!(
+            "DCGAN_TENSORBOARD_PYTHON names no Python, so TensorBoard's own reader was NOT run; \
+             set it to a Python with tensorboard, numpy and Pillow to run {}",
             script.display()
         );
+        skipped("DCGAN_REQUIRE_TENSORBOARD", &why);
         return;
     };
     let out = Command::new(python)

@@ -436,15 +436,11 @@ fn train_and_eval_read_a_celeba_zip_with_its_partition() {
         32..96 => 1,
         _ => 2,
     };
-    let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut members = zip_members(&files[..100], "img_align_celeba/img_align_celeba/");
     let mut csv = String::from("image_id,partition\n");
     for (i, f) in files[..100].iter().enumerate() {
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let name = f.file_name().unwrap().to_string_lossy();
         csv.push_str(&format!("{name},{}\n", part(i)));
-        members.push((
-            format!("img_align_celeba/img_align_celeba/{name}"),
-            std::fs::read(f).unwrap(),
-        ));
     }
     members.push(("list_eval_partition.csv".into(), csv.into_bytes()));
     let zip = tmp.path().join("archive.zip");

@@ -146,13 +146,7 @@ fn a_zip_of_the_folder_gives_the_same_faces() {
     let dir = tmp.path().join("mixed");
     mixed_folder(&dir);
     let files = files_in(&dir);
-    let members: Vec<(String, Vec<u8>)> = files
-        .iter()
-        .map(|f| {
-            let name = format!("pictures/{}", f.file_name().unwrap().to_string_lossy());
-            (name, std::fs::read(f).unwrap())
-        })
-        .collect();
+    let members = zip_members(&files, "pictures/");
     let zip = tmp.path().join("mixed.zip");
     write_zip(&zip, &members, ZipLayout::default());
     for size in [32, 64] {
